@@ -1,0 +1,43 @@
+# r1: the DeepSeek-R1 pipeline as make targets.
+#   make demo     install, then run the toy pipeline end to end on this machine
+#   make test     install, then run the test suite
+# Pipelines live in pipelines/*.mk; `make -n TARGET` prints the commands they run.
+
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+R1 := $(BIN)/r1
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: help install test test-slow lint demo
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo       install, then run the toy pipeline end to end"
+	@echo "make test       install, then run the tests (slow ones: make test-slow)"
+	@echo "make install    create .venv with torch ($(TORCH)) and r1 (editable, with dev extras)"
+
+install: $(STAMP)
+
+# torch first, so that the package's torch requirement is already met and pip pulls no other build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check r1cli tests bench
+
+include pipelines/*.mk

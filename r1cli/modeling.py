@@ -1,0 +1,122 @@
+"""Loading models and tokenizers: a checkpoint directory, a hub name, or a config JSON (random init)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from r1cli.errors import UserError
+
+transformers_logging.disable_progress_bar()  # r1's own progress bars are the ones on stderr
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute dtype: `auto` is bf16 on a GPU and fp32 on a CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name!r} is not one of: auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def is_config_file(model: str) -> bool:
+    return model.endswith(".json") and Path(model).is_file()
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{source}: cannot load a tokenizer ({_first_line(error)})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model: str, *, dtype: torch.dtype = torch.float32, seed: int = 0):
+    """Return (model, tokenizer) for MODEL: a checkpoint directory or hub name, or a config JSON.
+
+    A config JSON is a transformers config (with `model_type`) whose tokenizer is named by its
+    `tokenizer` field (a path relative to the JSON) or lies beside it; its weights are drawn from
+    the seeded generator, which is how a base model is pre-trained from scratch.
+    """
+    if is_config_file(model):
+        return _init_from_config(Path(model), dtype=dtype, seed=seed)
+    path = Path(model)
+    if path.exists() and not (path / "config.json").exists():
+        raise UserError(f"{model}: not a checkpoint directory (no config.json) and not a config .json file")
+    if not path.exists() and (model.startswith((".", "/")) or model.count("/") != 1):
+        raise UserError(f"{model}: no such checkpoint directory or config file")
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(model)
+    try:
+        network = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{model}: cannot load the model ({_first_line(error)})") from None
+    _align_special_tokens(network, tokenizer)
+    return network, tokenizer
+
+
+def _init_from_config(path: Path, *, dtype: torch.dtype, seed: int):
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if "model_type" not in fields:
+        raise UserError(f"{path}: a model config needs a 'model_type' field (e.g. \"qwen2\", \"llama\")")
+    tokenizer_source = path.parent / fields.pop("tokenizer", ".")
+    tokenizer = load_tokenizer(str(tokenizer_source))
+    fields.setdefault("vocab_size", len(tokenizer))
+    if fields["vocab_size"] < len(tokenizer):
+        raise UserError(f"{path}: vocab_size {fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}")
+    try:
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{path}: {_first_line(error)}") from None
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    network.generation_config = GenerationConfig.from_model_config(config)
+    _align_special_tokens(network, tokenizer)
+    return network, tokenizer
+
+
+def _align_special_tokens(network, tokenizer) -> None:
+    """Make generation stop at the tokenizer's EOS and pad with its pad token."""
+    generation = network.generation_config
+    if generation.eos_token_id is None:
+        generation.eos_token_id = tokenizer.eos_token_id
+    if generation.pad_token_id is None:
+        generation.pad_token_id = tokenizer.pad_token_id
+
+
+def count_parameters(network) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,226 @@
+"""Records and their files: read JSONL (path or `-`), JSON and Parquet; write JSONL atomically.
+
+Every record read keeps where it came from (`record.where`, "FILE:LINE"), so any stage can
+report a bad record by file and line. Unknown fields pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from r1cli.errors import UserError
+
+STDIO = "-"
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
+class Record(dict):
+    """A JSON object from an input file that remembers its place there ("FILE:LINE")."""
+
+    where: str = "?"
+
+    @classmethod
+    def at(cls, fields: dict, where: str) -> Record:
+        record = cls(fields)
+        record.where = where
+        return record
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Yield the records of a JSONL file (or stdin for `-`), a JSON array file, or a Parquet file."""
+    name = str(path)
+    if name != STDIO and not Path(name).exists():
+        raise UserError(f"{name}: no such file")
+    if name.endswith(".parquet") or (name.endswith(".json") and _starts_with_array(name)):
+        yield from _read_with_datasets(name)
+    elif name == STDIO:
+        yield from _read_jsonl(sys.stdin, "<stdin>")
+    else:
+        with open(name, encoding="utf-8") as handle:
+            yield from _read_jsonl(handle, name)
+
+
+def read_all(paths: Iterable[str | Path]) -> list[Record]:
+    """Every record of every path, in order; an input with no records at all is an error."""
+    records: list[Record] = []
+    for path in paths:
+        before = len(records)
+        records.extend(read_records(path))
+        if len(records) == before:
+            raise UserError(f"{path}: no records (the input is empty)")
+    return records
+
+
+def _read_jsonl(handle: IO[str], name: str) -> Iterator[Record]:
+    for line_number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{line_number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{where}: not valid JSON ({error.msg} at column {error.pos + 1})") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
+        yield Record.at(value, where)
+
+
+def _starts_with_array(name: str) -> bool:
+    with open(name, encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def _read_with_datasets(name: str) -> Iterator[Record]:
+    import datasets
+
+    builder = "parquet" if name.endswith(".parquet") else "json"
+    try:
+        table = datasets.load_dataset(builder, data_files=name, split="train")
+    except Exception as error:  # datasets raises many types; all mean the file is unreadable
+        raise UserError(f"{name}: cannot read as {builder} ({type(error).__name__}: {error})") from None
+    for row_number, row in enumerate(table, start=1):
+        yield Record.at(row, f"{name}:row {row_number}")
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside PATH; on success it replaces PATH, on failure it is removed."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def write_records(path: str | Path, records: Iterable[dict]) -> int:
+    """Write RECORDS as JSONL to PATH (atomically) or to stdout for `-`; return how many."""
+    count = 0
+    if str(path) == STDIO:
+        for record in records:
+            sys.stdout.write(dumps(record) + "\n")
+            count += 1
+        sys.stdout.flush()
+        return count
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(dumps(record) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- record kinds
+
+
+def require(record: Record, field: str, kinds: type | tuple[type, ...] = str) -> Any:
+    """The value of FIELD, or a user error naming the field, the file and the line."""
+    if field not in record or record[field] is None:
+        present = ", ".join(sorted(record)) or "none"
+        raise UserError(f"{record.where}: missing field '{field}' (fields present: {present})")
+    value = record[field]
+    if not isinstance(value, kinds):
+        expected = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+        raise UserError(f"{record.where}: field '{field}' must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def prompt_id(prompt: str | list) -> str:
+    """A stable id for a prompt: a hash of its JSON form."""
+    text = json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+    return "p-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def to_prompt_record(record: Record, prompt_key: str = "prompt", answer_key: str = "answer") -> Record:
+    """A prompt record with `id`, `prompt` (and `answer` when present) under their standard names.
+
+    The fields named by PROMPT_KEY / ANSWER_KEY are renamed; every other field passes through.
+    """
+    prompt = require(record, prompt_key, (str, list))
+    if isinstance(prompt, list):
+        check_messages(record, prompt_key)
+    fields = {k: v for k, v in record.items() if k not in (prompt_key, answer_key)}
+    fields["prompt"] = prompt
+    if record.get(answer_key) is not None:
+        fields["answer"] = record[answer_key]
+    fields.setdefault("id", prompt_id(prompt))
+    if not isinstance(fields["id"], str):
+        fields["id"] = str(fields["id"])
+    return Record.at(fields, record.where)
+
+
+def check_messages(record: Record, field: str = "messages") -> list[dict]:
+    messages = require(record, field, list)
+    if not messages:
+        raise UserError(f"{record.where}: field '{field}' is an empty list")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise UserError(f"{record.where}: {field}[{index}] must be an object with a string 'content'")
+        if message.get("role") not in CHAT_ROLES:
+            raise UserError(
+                f"{record.where}: {field}[{index}] has role {message.get('role')!r}; "
+                f"valid roles: {', '.join(CHAT_ROLES)}"
+            )
+    return messages
+
+
+def training_kind(record: Record) -> str:
+    """Which training record this is: 'messages', 'prompt_completion' or 'text'."""
+    if "messages" in record:
+        messages = check_messages(record)
+        if not any(m["role"] == "assistant" for m in messages):
+            raise UserError(f"{record.where}: 'messages' has no assistant turn to train on")
+        return "messages"
+    if "prompt" in record and "completion" in record:
+        prompt = require(record, "prompt", (str, list))
+        if isinstance(prompt, list):
+            check_messages(record, "prompt")
+        require(record, "completion", str)
+        return "prompt_completion"
+    if "text" in record:
+        require(record, "text", str)
+        return "text"
+    present = ", ".join(sorted(record)) or "none"
+    raise UserError(
+        f"{record.where}: not a training record: needs 'messages', 'prompt' and 'completion', "
+        f"or 'text' (fields present: {present})"
+    )
+
+
+def read_json_file(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None

@@ -1,0 +1,259 @@
+"""`r1 sft`: supervised fine-tuning (and pre-training from a config) on training records."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+import typer
+
+from r1cli import checkpoint as ckpt
+from r1cli.console import log, warn
+from r1cli.errors import UserError
+from r1cli.modeling import count_parameters, dtype_name, load_model, resolve_device, resolve_dtype
+from r1cli.records import read_all
+from r1cli.sft_data import IGNORE, Row, StepPlan, collate, encode_records, resolve_template, to_rows
+from r1cli.training import (
+    MetricsLog,
+    check_resumable,
+    format_status,
+    make_optimizer,
+    make_scheduler,
+    progress_bar,
+    seed_everything,
+    warmup_steps,
+)
+
+# Options that may change between a run and its resumption without changing what it computes.
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size")
+
+
+def sft(
+    model: Annotated[str, typer.Argument(help="Checkpoint directory (or hub name), or a model config .json to initialise randomly.")],
+    data: Annotated[list[str], typer.Argument(help="Training records: JSONL ('-' for stdin), JSON or Parquet files.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory; the final checkpoint is written here.")],
+    epochs: Annotated[float, typer.Option(help="Passes over the data (fractions allowed).", min=0.0)] = 1.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; overrides --epochs. [default: from --epochs]", min=1)] = None,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-5,
+    warmup: Annotated[float, typer.Option(help="Warmup: below 1 a fraction of the steps, else a step count.")] = 0.03,
+    schedule: Annotated[str, typer.Option(help="After warmup: cosine | linear | constant.")] = "cosine",
+    min_lr_ratio: Annotated[float, typer.Option(help="Final LR as a fraction of the peak (cosine, linear).")] = 0.1,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.", min=1)] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.", min=1)] = 1,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are truncated and counted) and per packed row.", min=2)] = 2048,
+    packing: Annotated[bool, typer.Option(help="Pack several examples per row, with no attention across them.")] = False,
+    template: Annotated[str, typer.Option(help="auto | chat | plain: chat uses the tokenizer's chat template; auto picks chat when there is one.")] = "auto",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank; 0 trains every weight.", min=0)] = 0,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha. [default: 2 x rank]")] = None,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
+    lora_targets: Annotated[str, typer.Option(help="Comma-separated module names for LoRA, or all-linear.")] = "all-linear",
+    merge: Annotated[bool, typer.Option(help="With LoRA, also write the merged model as the loadable checkpoint.")] = True,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass to save memory.")] = False,
+    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32. Trained weights stay fp32.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = no clipping.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, data order and sampling.")] = 0,
+    eval_data: Annotated[list[str] | None, typer.Option(help="Records for eval loss at each save and at the end (repeatable).")] = None,
+    eval_batch_size: Annotated[int, typer.Option(help="Rows per eval batch.", min=1)] = 16,
+    save_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps; 0 = only at the end.", min=0)] = 100,
+    keep_checkpoints: Annotated[int, typer.Option(help="Intermediate checkpoints to keep (newest).", min=1)] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Start over even if --out holds a run.")] = False,
+) -> None:
+    """Fine-tune MODEL on DATA: `messages`, `prompt`+`completion` or `text` records.
+
+    Loss is on assistant / completion tokens only (`text`: every token), EOS appended so the
+    model learns to stop. Run the same command again to resume from the last saved step.
+    """
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    started = time.time()
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if ckpt.is_complete(out):
+        check_resumable(ckpt.read_lineage(out)["options"], options, out, RESUME_MAY_CHANGE)
+        log(f"{out} is already complete; nothing to do")
+        return
+
+    target = resolve_device(device)
+    compute_dtype = resolve_dtype(dtype, target)
+    seed_everything(seed)
+    network, tokenizer = load_model(model, dtype=compute_dtype if lora_r else torch.float32, seed=seed)
+    template = resolve_template(template, tokenizer)
+
+    rows, truncated = _load_rows(data, tokenizer, template=template, max_length=max_length, packing=packing)
+    eval_rows = _load_rows(eval_data, tokenizer, template=template, max_length=max_length, packing=False)[0] if eval_data else []
+    plan = StepPlan(len(rows), batch_size, grad_accum, seed)
+    total_steps = plan.total_steps(epochs, max_steps)
+
+    network = _prepare(network, model, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing).to(target)
+    optimizer = make_optimizer(network, lr, weight_decay)
+    scheduler = make_scheduler(
+        optimizer, schedule=schedule, warmup=warmup_steps(warmup, total_steps), total_steps=total_steps, min_lr_ratio=min_lr_ratio
+    )
+    start_step = 0
+    latest = ckpt.latest_checkpoint(out)
+    if latest is not None:
+        progress = ckpt.load_training_state(latest, network, optimizer, scheduler)
+        check_resumable(progress["options"], options, out, RESUME_MAY_CHANGE)
+        start_step = progress["step"]
+        log(f"resuming from {latest} (step {start_step} of {total_steps})")
+
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    log(
+        f"sft: {len(rows)} rows ({len(data)} file(s), template {template}{', packed' if packing else ''}), "
+        f"{total_steps} steps of {plan.rows_per_step} rows, {count_parameters(network):,} parameters "
+        f"({trainable:,} trained), {target} {dtype_name(compute_dtype)}"
+    )
+    if truncated:
+        warn(f"{truncated} example(s) longer than --max-length {max_length} were truncated")
+
+    lineage = _lineage_writer(options, model, data, eval_data, truncated)
+    metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
+    last: dict = {}
+    with progress_bar() as bar:
+        task = bar.add_task("sft", total=total_steps, completed=start_step, status="")
+        for step in range(start_step, total_steps):
+            step_started = time.time()
+            batches = [[rows[i] for i in indices] for indices in plan.micro_batches(step)]
+            loss, grad_norm, tokens = _train_step(
+                network, optimizer, batches, tokenizer.pad_token_id, target, compute_dtype, max_grad_norm
+            )
+            last = {
+                "step": step + 1,
+                "epoch": round((step + 1) / plan.steps_per_epoch, 4),
+                "loss": loss,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm,
+                "tokens_per_s": round(tokens / (time.time() - step_started), 1),
+            }
+            scheduler.step()
+            done = step + 1
+            if save_every and done % save_every == 0 and done < total_steps:
+                if eval_rows:
+                    last["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, eval_batch_size)
+                directory = ckpt.checkpoint_dir(out, done)
+                ckpt.write_checkpoint(
+                    directory,
+                    lambda tmp: _write_intermediate(tmp, network, tokenizer, optimizer, scheduler, options, done, compute_dtype, lora_r),
+                    lineage(done, last),
+                )
+                ckpt.prune_checkpoints(out, keep_checkpoints)
+            metrics_log.write(last)
+            bar.update(task, completed=done, status=format_status(last, ("loss", "lr", "grad_norm", "tokens_per_s")))
+    metrics_log.close()
+
+    final = dict(last)
+    if eval_rows:
+        final["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, eval_batch_size)
+    final["wall_seconds"] = round(time.time() - started, 1)
+    ckpt.write_checkpoint(
+        out, lambda tmp: _write_final(tmp, network, tokenizer, compute_dtype, lora_r, merge), lineage(total_steps, final)
+    )
+    log(f"wrote {out} (step {total_steps}: {format_status(final, ('loss', 'eval_loss', 'wall_seconds'))})")
+
+
+def _load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool) -> tuple[list[Row], int]:
+    examples = encode_records(read_all(paths), tokenizer, template=template, max_length=max_length)
+    rows = to_rows(examples, max_length=max_length, packing=packing)
+    if not rows:
+        raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")
+    return rows, sum(e.truncated for e in examples)
+
+
+def _prepare(network, model: str, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing):
+    if gradient_checkpointing:
+        network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        network.config.use_cache = False
+    if not lora_r:
+        return network
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]
+    config = LoraConfig(r=lora_r, lora_alpha=lora_alpha or 2 * lora_r, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        network = get_peft_model(network, config)
+    except ValueError as error:
+        raise UserError(f"--lora-targets {lora_targets}: {error}") from None
+    for parameter in network.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    network.peft_config["default"].base_model_name_or_path = str(Path(model).resolve()) if Path(model).exists() else model
+    if gradient_checkpointing:
+        network.enable_input_require_grads()
+    return network
+
+
+def token_loss_sum(network, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled tokens of BATCH."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = network(**inputs, use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
+def _train_step(network, optimizer, batches: list[list[Row]], pad_id, device, compute_dtype, max_grad_norm):
+    """One optimizer step over micro-BATCHES: loss is the mean over every labelled token of the
+    step, so splitting the same rows into more micro-batches gives the same update."""
+    network.train()
+    label_total = sum(row.label_count for rows in batches for row in rows)
+    loss_total, tokens = 0.0, 0
+    for rows in batches:
+        batch = collate(rows, pad_id, device)
+        with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+            loss_sum = token_loss_sum(network, batch)
+        (loss_sum / label_total).backward()
+        loss_total += loss_sum.item()
+        tokens += sum(len(row.input_ids) for row in rows)
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_total / label_total, float(grad_norm), tokens
+
+
+@torch.no_grad()
+def evaluate_loss(network, rows: list[Row], pad_id, device, compute_dtype, batch_size: int) -> float:
+    """Mean cross-entropy per labelled token over ROWS."""
+    network.eval()
+    loss_total, label_total = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+            loss_total += token_loss_sum(network, collate(chunk, pad_id, device)).item()
+        label_total += sum(row.label_count for row in chunk)
+    return loss_total / label_total
+
+
+def _lineage_writer(options: dict, model: str, data, eval_data, truncated: int):
+    parent = ckpt.describe_parent(model)
+    inputs = ckpt.describe_inputs([*data, *(eval_data or [])])
+
+    def lineage(step: int, metrics: dict) -> dict:
+        return ckpt.lineage("sft", options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated})
+
+    return lineage
+
+
+def _write_intermediate(directory: Path, network, tokenizer, optimizer, scheduler, options, step, save_dtype, lora_r):
+    if lora_r:  # the adapter loads on its base (peft); merging here would cost a model copy per save
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    else:
+        ckpt.write_loadable(directory, network, tokenizer, save_dtype)
+    ckpt.save_training_state(directory, network, optimizer, scheduler, {"step": step, "options": options})
+
+
+def _write_final(directory: Path, network, tokenizer, save_dtype, lora_r, merge):
+    if not lora_r:
+        ckpt.write_loadable(directory, network, tokenizer, save_dtype)
+        return
+    if not merge:
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return
+    network.save_pretrained(directory / "adapter")
+    ckpt.write_loadable(directory, network.merge_and_unload(), tokenizer, save_dtype)

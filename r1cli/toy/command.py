@@ -1,0 +1,70 @@
+"""`r1 toy data` and `r1 toy base`: the toy world's files and its pre-trained base models."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from r1cli.console import log
+from r1cli.errors import UserError
+from r1cli.records import file_sha256, write_json, write_records
+from r1cli.sft import sft
+from r1cli.toy.tokenizer import ASSETS
+from r1cli.toy.world import make_world
+
+app = typer.Typer(help="The toy world: data and tiny base models that train on a laptop CPU.", no_args_is_help=True)
+
+SIZES = ("base", "student")
+
+
+@app.command("data")
+def data(
+    out_dir: Annotated[Path, typer.Argument(help="Directory for the toy corpora.")],
+    seed: Annotated[int, typer.Option(help="Seed of the world.")] = 0,
+) -> None:
+    """Write pretrain.jsonl, cold_start.jsonl, rl_prompts.jsonl, eval.jsonl and general.jsonl,
+    then manifest.json (seed, counts, sha256 of each file) last, as the mark of a complete world."""
+    manifest: dict = {"seed": seed, "files": {}}
+    for stem, records in make_world(seed).items():
+        path = out_dir / f"{stem}.jsonl"
+        count = write_records(path, records)
+        manifest["files"][path.name] = {"records": count, "sha256": file_sha256(path)}
+        log(f"wrote {path} ({count} records)")
+    write_json(out_dir / "manifest.json", manifest)
+
+
+@app.command("base")
+def base(
+    out_ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory to write.")],
+    size: Annotated[str, typer.Option(help="base (about 1M parameters) | student (smaller).")] = "base",
+    data: Annotated[Path | None, typer.Option(help="pretrain.jsonl from `r1 toy data`. [default: generated from --seed]")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 540,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and (without --data) the world.")] = 0,
+) -> None:
+    """Pre-train a toy base from its config with `r1 sft`'s own code path (text records, packed)."""
+    if size not in SIZES:
+        raise UserError(f"--size {size!r} is not one of: {', '.join(SIZES)}")
+    started = time.time()
+    with tempfile.TemporaryDirectory() as scratch:
+        if data is None:
+            data = Path(scratch) / "pretrain.jsonl"
+            write_records(data, make_world(seed)["pretrain"])
+        sft(
+            model=str(ASSETS / f"{size}.json"),
+            data=[str(data)],
+            out=out_ckpt,
+            max_steps=steps,
+            lr=4e-3,
+            warmup=20,
+            batch_size=12,
+            max_length=256,
+            packing=True,
+            weight_decay=0.01,
+            seed=seed,
+            save_every=100,
+        )
+    log(f"toy base ({size}) took {time.time() - started:.0f} s")

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny real models over the shipped toy tokenizer, built in temporary directories."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from r1cli.toy.tokenizer import TOKENIZER_DIR
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A two-layer Qwen2 config JSON naming the toy tokenizer: `r1 sft` initialises it randomly."""
+    path = tmp_path / "tiny.json"
+    path.write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "tokenizer": str(TOKENIZER_DIR),
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "intermediate_size": 64,
+                "max_position_embeddings": 512,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def chat_records() -> list[dict]:
+    return [
+        {"messages": [{"role": "user", "content": f"Ann has {n} pens, gets 2. How many pens now?"},
+                      {"role": "assistant", "content": f"<think>{n} plus 2 is {n + 2}.</think> The answer is \\boxed{{{n + 2}}}."}]}
+        for n in range(1, 13)
+    ]
+
+
+def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `r1 ARGV...` in-process as a user would; return (exit status, stdout, stderr)."""
+    from r1cli import cli
+
+    monkeypatch.setattr(sys, "argv", ["r1", *argv])
+    try:
+        cli.main()
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

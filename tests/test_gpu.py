@@ -1,0 +1,26 @@
+"""CUDA checks, run on a GPU machine with `pytest -m gpu`."""
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import write_jsonl
+from r1cli.sft import sft
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_sft_on_cuda_in_bf16(tmp_path, tiny_config, chat_records, lora_r):
+    data = write_jsonl(tmp_path / "d.jsonl", chat_records)
+    sft(str(tiny_config), [str(data)], tmp_path / "out", max_steps=4, lr=1e-3, batch_size=4, save_every=2,
+        lora_r=lora_r, gradient_checkpointing=True)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and all(math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) for m in lines)
+    lineage = json.loads((tmp_path / "out" / "r1.json").read_text())
+    assert lineage["options"]["dtype"] == "auto"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype="auto")
+    assert next(model.parameters()).dtype == torch.bfloat16
