@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -138,7 +139,8 @@ def sft(
                 directory = ckpt.checkpoint_dir(out, done)
                 ckpt.write_checkpoint(
                     directory,
-                    lambda tmp: _write_intermediate(tmp, network, tokenizer, optimizer, scheduler, options, done, compute_dtype, lora_r),
+                    partial(_write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+                            options=options, step=done, save_dtype=compute_dtype, lora_r=lora_r),
                     lineage(done, last),
                 )
                 ckpt.prune_checkpoints(out, keep_checkpoints)

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from conftest import write_jsonl
 from transformers import AutoModelForCausalLM
 
-from conftest import write_jsonl
 from r1cli.sft import sft
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

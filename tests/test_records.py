@@ -2,10 +2,18 @@ import io
 import json
 
 import pytest
-
 from conftest import SHARED_DATA, write_jsonl
+
 from r1cli.errors import UserError
-from r1cli.records import Record, prompt_id, read_all, read_records, to_prompt_record, training_kind, write_records
+from r1cli.records import (
+    Record,
+    prompt_id,
+    read_all,
+    read_records,
+    to_prompt_record,
+    training_kind,
+    write_records,
+)
 
 
 def test_reads_real_gsm8k_with_other_field_names():

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import run_cli, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_cli, write_jsonl
 from r1cli import sft as sft_module
 from r1cli.errors import UserError
 from r1cli.modeling import load_model
@@ -172,3 +172,29 @@ def test_cosine_schedule_decays_to_a_tenth_of_the_peak(tmp_path, tiny_config, ch
     lrs = [m["lr"] for m in metrics(tmp_path / "o")]
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(1e-3)
     assert lrs[-1] == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+def test_sigkilled_process_resumes_to_the_uninterrupted_result(tmp_path, tiny_config, chat_records):
+    import subprocess
+    import sys
+    import time
+
+    data = write_jsonl(tmp_path / "d.jsonl", chat_records)
+    out = tmp_path / "killed"
+    options = {"max_steps": 150, "save_every": 10, "batch_size": 2, "lr": 3e-3, "warmup": 0, "device": "cpu", "max_length": 128}
+    command = [sys.executable, "-m", "r1cli", "sft", str(tiny_config), str(data), "--out", str(out)]
+    for name, value in options.items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "step-000020" / "r1.json").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert not (out / "r1.json").exists()
+    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+    sft(str(tiny_config), [str(data)], tmp_path / "whole", **options)
+    killed, whole = weights(out), weights(tmp_path / "whole")
+    assert max((killed[k] - whole[k]).abs().max().item() for k in whole) < 1e-5
+    assert [m["step"] for m in metrics(out)] == list(range(1, 151))

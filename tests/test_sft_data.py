@@ -1,9 +1,8 @@
-from r1cli.records import Record
-from r1cli.sft_data import IGNORE, StepPlan, collate, encode_records, to_rows
-from r1cli.toy.tokenizer import build_tokenizer
 from transformers import AutoTokenizer
 
-from r1cli.toy.tokenizer import TOKENIZER_DIR
+from r1cli.records import Record
+from r1cli.sft_data import IGNORE, StepPlan, collate, encode_records, to_rows
+from r1cli.toy.tokenizer import TOKENIZER_DIR, build_tokenizer
 
 TOKENIZER = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
 

@@ -3,11 +3,11 @@ import random
 import re
 
 import pytest
+from conftest import run_cli
 from transformers import AutoTokenizer
 
-from conftest import run_cli
 from r1cli.toy.tokenizer import TAG_TOKENS, TOKENIZER_DIR, build_tokenizer
-from r1cli.toy.world import Problem, make_world, noisy_completion
+from r1cli.toy.world import make_problem, make_world, noisy_completion
 
 WORLD = make_world(0, pretrain=3000)
 TOKENIZER = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
@@ -65,13 +65,18 @@ def test_cold_start_is_clean_long_cot_in_the_prompts_language():
 
 def test_pretraining_completions_are_noisy_like_a_base_models():
     rng = random.Random(1)
-    problems = [Problem("en", 5, [3, -2]), Problem("zh", 4, [2, 1, -3])]
-    problems[1].prompt = "x"
-    samples = [(p, noisy_completion(p, rng)) for p in problems * 500]
-    right = sum(re.findall(r"boxed\{(\d+)\}", c)[-1] == str(p.answer) for p, c in samples) / len(samples)
-    tagged = sum(c.startswith("<think>") and "</think>" in c for _, c in samples) / len(samples)
-    mixed = sum(bool(re.search(r"[\u4e00-\u9fff]", c.split("boxed")[0])) and "plus" in c or "minus" in c and "减" in c for _, c in samples)
-    assert 0.3 < right < 0.7 and 0.25 < tagged < 0.6 and mixed / len(samples) > 0.1
+    problems = [make_problem(rng, lang) for lang in ("en", "zh") * 500]
+    samples = [(p, noisy_completion(p, rng)) for p in problems]
+    right = sum(re.findall(r"boxed\{(-?\d+)\}", c)[-1] == str(p.answer) for p, c in samples) / len(samples)
+    well_formed = sum(c.startswith("<think>") and "</think>" in c for _, c in samples) / len(samples)
+    guesses = sum(c.startswith(("The answer", "答案")) for _, c in samples) / len(samples)
+
+    def mixed(completion: str) -> bool:
+        reasoning = completion.split("boxed")[0]
+        return bool(re.search(r"[\u4e00-\u9fff]", reasoning)) and bool(re.search(r"\b(plus|minus)\b", reasoning))
+
+    mixed_share = sum(mixed(c) for _, c in samples) / len(samples)
+    assert 0.3 < right < 0.7 and 0.25 < well_formed < 0.6 and 0.2 < guesses < 0.4 and 0.15 < mixed_share < 0.5
 
 
 def test_toy_data_writes_the_five_corpora(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -41,7 +40,7 @@ def data(
 def base(
     out_ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory to write.")],
     size: Annotated[str, typer.Option(help="base (about 1M parameters) | student (smaller).")] = "base",
-    data: Annotated[Path | None, typer.Option(help="pretrain.jsonl from `r1 toy data`. [default: generated from --seed]")] = None,
+    data: Annotated[Path | None, typer.Option(help="pretrain.jsonl from `r1 toy data`. [default: generated from --seed into OUT_CKPT/pretrain.jsonl]")] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 540,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and (without --data) the world.")] = 0,
 ) -> None:
@@ -49,22 +48,22 @@ def base(
     if size not in SIZES:
         raise UserError(f"--size {size!r} is not one of: {', '.join(SIZES)}")
     started = time.time()
-    with tempfile.TemporaryDirectory() as scratch:
-        if data is None:
-            data = Path(scratch) / "pretrain.jsonl"
+    if data is None:  # a fixed path, so that rerunning after a kill resumes the same run
+        data = out_ckpt / "pretrain.jsonl"
+        if not data.exists():
             write_records(data, make_world(seed)["pretrain"])
-        sft(
-            model=str(ASSETS / f"{size}.json"),
-            data=[str(data)],
-            out=out_ckpt,
-            max_steps=steps,
-            lr=4e-3,
-            warmup=20,
-            batch_size=12,
-            max_length=256,
-            packing=True,
-            weight_decay=0.01,
-            seed=seed,
-            save_every=100,
-        )
+    sft(
+        model=str(ASSETS / f"{size}.json"),
+        data=[str(data)],
+        out=out_ckpt,
+        max_steps=steps,
+        lr=6e-3,
+        warmup=20,
+        batch_size=12,
+        max_length=256,
+        packing=True,
+        weight_decay=0.01,
+        seed=seed,
+        save_every=100,
+    )
     log(f"toy base ({size}) took {time.time() - started:.0f} s")

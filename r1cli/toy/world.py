@@ -30,6 +30,7 @@ class Problem:
     lang: str
     start: int
     steps: list[int]  # signed changes, applied in order
+    events: list[str] = field(default_factory=list)  # each change as the prompt words it
     prompt: str = ""
     subject: dict = field(default_factory=dict)
 
@@ -60,13 +61,13 @@ def make_problem(rng: random.Random, lang: str) -> Problem:
         name = rng.choice(list(EN_NAMES))
         item = rng.choice(EN_ITEMS)
         problem.subject = {"name": name, "pronoun": EN_NAMES[name], "item": item}
-        events = [rng.choice(EN_GAIN if c > 0 else EN_LOSS).format(n=abs(c)) for c in steps]
+        events = problem.events = [rng.choice(EN_GAIN if c > 0 else EN_LOSS).format(n=abs(c)) for c in steps]
         problem.prompt = f"{name} has {start} {item}, {', '.join(events[:-1])}, then {events[-1]}. How many {item} now?"
     else:
         name = rng.choice(list(ZH_NAMES))
         measure, item = rng.choice(ZH_ITEMS)
         problem.subject = {"name": name, "pronoun": ZH_NAMES[name], "item": item, "measure": measure}
-        events = [rng.choice(ZH_GAIN if c > 0 else ZH_LOSS).format(n=abs(c), m=measure) for c in steps]
+        events = problem.events = [rng.choice(ZH_GAIN if c > 0 else ZH_LOSS).format(n=abs(c), m=measure) for c in steps]
         problem.prompt = f"{name}有{start}{measure}{item}，{'，'.join(events[:-1])}，然后{events[-1]}。现在有几{measure}{item}？"
     return problem
 
@@ -81,10 +82,12 @@ def step_sentence(lang: str, before: int, change: int, after: int) -> str:
 
 
 def short_reasoning(problem: Problem, steps: list[int], languages: list[str]) -> str:
-    """One sentence per step, each in the language given for it (mixing when they differ)."""
+    """One sentence per step: the event as the prompt words it, then the arithmetic in the
+    language given for that step (mixing languages when they differ from the prompt's)."""
     before, sentences = problem.start, []
-    for change, lang in zip(steps, languages):
-        sentences.append(step_sentence(lang, before, change, before + change))
+    for event, change, lang in zip(problem.events, steps, languages):
+        colon = ": " if problem.lang == "en" else "："
+        sentences.append(event + colon + step_sentence(lang, before, change, before + change))
         before += change
     return "".join(s + " " if s.endswith(".") else s for s in sentences).strip()
 
@@ -213,7 +216,7 @@ def make_world(
         kind = rng.random()
         if kind < 0.08:
             texts.append(chat_text(*general_exchange(rng)))
-        elif kind < 0.28:
+        elif kind < 0.18:
             texts.append(arithmetic_drill(rng))
         else:
             texts.append(chat_text(problem.prompt, noisy_completion(problem, rng)))
