@@ -92,12 +92,12 @@ def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], st
 def write_loadable(directory: Path, model, tokenizer, save_dtype: torch.dtype) -> None:
     """Model weights (in SAVE_DTYPE, safetensors), config, generation config and tokenizer."""
     state = {name: tensor.detach().to(save_dtype) for name, tensor in model.state_dict().items()}
-    master_dtype = model.config.dtype
-    model.config.dtype = save_dtype  # so that dtype="auto" loads the weights as they are stored
-    try:
-        model.save_pretrained(directory, state_dict=state)
-    finally:
-        model.config.dtype = master_dtype
+    model.save_pretrained(directory, state_dict=state)
+    # save_pretrained records the parameters' dtype (the fp32 masters); record the stored one,
+    # so that dtype="auto" loads the weights as they are.
+    config = read_json_file(directory / "config.json")
+    config["dtype"] = str(save_dtype).removeprefix("torch.")
+    write_json(directory / "config.json", config)
     tokenizer.save_pretrained(directory)
 
 
@@ -180,11 +180,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Remove all but the newest KEEP intermediate checkpoints (and stray temporaries)."""
+    """Keep the newest KEEP complete intermediate checkpoints; remove the rest and any leftovers."""
     root = run_dir / CHECKPOINTS
-    steps = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in steps[: max(0, len(steps) - keep)]:
-        shutil.rmtree(old, ignore_errors=True)
+    complete = sorted((p for p in root.glob("step-*") if is_complete(p)), key=lambda p: int(p.name.split("-")[1]))
+    kept = set(complete[-keep:])
+    for entry in root.iterdir():
+        if entry not in kept:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:

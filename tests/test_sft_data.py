@@ -73,3 +73,30 @@ def test_step_plan_covers_each_epoch_once_and_is_deterministic():
     assert sorted(epoch) == list(range(10))
     assert plan.micro_batches(4) == StepPlan(10, 2, 2, 3).micro_batches(4)
     assert plan.micro_batches(3) != plan.micro_batches(0)  # a new order each epoch
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from r1cli.sft_data import Example  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=2, max_value=40), min_size=1, max_size=30), max_length=st.integers(40, 120))
+def test_packing_keeps_every_token_in_order_within_the_row_limit(lengths, max_length):
+    examples = [Example(list(range(100 * i, 100 * i + n)), [IGNORE] + list(range(100 * i + 1, 100 * i + n))) for i, n in enumerate(lengths)]
+    rows = to_rows(examples, max_length=max_length, packing=True)
+    assert [t for r in rows for t in r.input_ids] == [t for e in examples for t in e.input_ids]
+    assert [t for r in rows for t in r.labels] == [t for e in examples for t in e.labels]
+    assert all(len(r.input_ids) <= max_length for r in rows)
+    assert [p for r in rows for p in r.position_ids] == [p for n in lengths for p in range(n)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(n_rows=st.integers(1, 60), batch_size=st.integers(1, 8), grad_accum=st.integers(1, 4), seed=st.integers(0, 9), epoch=st.integers(0, 3))
+def test_every_epoch_visits_each_row_exactly_once(n_rows, batch_size, grad_accum, seed, epoch):
+    plan = StepPlan(n_rows, batch_size, grad_accum, seed)
+    steps = range(epoch * plan.steps_per_epoch, (epoch + 1) * plan.steps_per_epoch)
+    visited = [i for step in steps for batch in plan.micro_batches(step) for i in batch]
+    assert sorted(visited) == list(range(n_rows))
+    assert all(len(batch) <= batch_size for step in steps for batch in plan.micro_batches(step))
