@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from r1cli import __version__, sft, toy
+from r1cli import __version__, sample, sft, toy
 from r1cli.console import console
 from r1cli.errors import EXIT_USER_ERROR, UserError
 
@@ -37,6 +37,7 @@ def _options(
 
 
 app.command("sft")(sft.sft)
+app.command("sample")(sample.sample)
 app.add_typer(toy.app, name="toy")
 
 

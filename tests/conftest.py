@@ -35,6 +35,19 @@ def tiny_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, tiny_config: Path) -> Path:
+    """A randomly initialised tiny checkpoint directory, as `r1 sft` would write one."""
+    import torch
+
+    from r1cli.checkpoint import write_loadable
+    from r1cli.modeling import load_model
+
+    model, tokenizer = load_model(str(tiny_config), seed=0)
+    write_loadable(tmp_path / "tiny-ckpt", model, tokenizer, torch.float32)
+    return tmp_path / "tiny-ckpt"
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
