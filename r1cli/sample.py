@@ -75,6 +75,8 @@ def sample(
     options = SamplingOptions(temperature, top_p, top_k, max_new_tokens, tuple(stop or ()), seed)
     texts = [format_prompt(record["prompt"], tokenizer, template, system) for record, _ in pending]
 
+    if out != STDIO:
+        partial.parent.mkdir(parents=True, exist_ok=True)
     sink = sys.stdout if out == STDIO else open(partial, "a", encoding="utf-8")  # noqa: SIM115
     prompts_per_batch = max(1, batch_size // n)
     tokens, started = 0, time.time()

@@ -1,0 +1,166 @@
+"""`r1 filter`: rejection sampling. Score samples, keep the correct and readable ones, emit SFT records."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from r1cli.console import log
+from r1cli.errors import UserError
+from r1cli.records import STDIO, Record, prompt_id, read_records, require, write_json, write_records
+from r1cli.rewards import RewardOptions, Scorer, parse_rewards
+
+SAMPLE_FIELDS = ("prompt", "completion", "reasoning", "response")
+
+
+def filter_samples(
+    samples: Annotated[str, typer.Argument(help="Sample records (JSONL, '-' for stdin); only `prompt` and `completion` are required.")],
+    out: Annotated[str, typer.Option("--out", help="Training records (`messages`), JSONL; '-' for stdout.")],
+    reward: Annotated[list[str] | None, typer.Option("--reward", help="Reward to score with, NAME[=WEIGHT] (repeatable). [default: accuracy]")] = None,
+    min_score: Annotated[list[str] | None, typer.Option("--min", help="Keep only samples with NAME >= VALUE (repeatable). [default: accuracy=1]")] = None,
+    require_format: Annotated[bool, typer.Option(help="Keep only <think>…</think> followed by a non-empty response.")] = False,
+    one_language: Annotated[bool, typer.Option(help="Drop reasoning that mixes languages (any word outside the prompt's script).")] = False,
+    no_code_blocks: Annotated[bool, typer.Option(help="Drop completions with fenced code blocks.")] = False,
+    max_paragraph_chars: Annotated[int | None, typer.Option(help="Drop completions with a paragraph longer than this many characters.")] = None,
+    per_prompt: Annotated[str, typer.Option(help="all | best | N: keep every survivor, the best (highest weighted reward, then shortest), or the N best per prompt.")] = "all",
+    dedupe: Annotated[bool, typer.Option(help="Drop exact and near duplicate completions of the same prompt.")] = False,
+    near_duplicate: Annotated[float, typer.Option(help="With --dedupe: word 5-gram Jaccard similarity at which two completions are near duplicates.")] = 0.9,
+    max_length: Annotated[int, typer.Option(help="overlong reward: the length limit, in tokens.")] = 1024,
+    overlong_buffer: Annotated[int, typer.Option(help="overlong reward: the soft-penalty buffer, in tokens.")] = 256,
+) -> None:
+    """Keep the samples that pass every threshold and readability rule; write them as
+    `messages` records (the prompt as the user turn, the whole completion as the assistant turn),
+    each keeping its id, rewards and other fields. Counts per rule go to stderr and FILE.summary.json."""
+    keep_count = parse_per_prompt(per_prompt)
+    specs = parse_rewards(reward or ["accuracy"], RewardOptions(max_length=max_length, overlong_buffer=overlong_buffer))
+    thresholds = parse_thresholds(min_score if min_score is not None else (["accuracy=1"] if not reward else []))
+    names = {spec.name for spec in specs}
+    for name in thresholds:
+        if name not in names:
+            raise UserError(f"--min {name}=…: {name} is not a reward being scored (--reward: {', '.join(sorted(names))})")
+    if require_format and "format" not in names:
+        specs += parse_rewards(["format=0"])
+    if one_language and "language" not in names:
+        specs += parse_rewards(["language=0"])
+
+    records = [_sample(record) for record in read_records(samples)]
+    if not records:
+        raise UserError(f"{samples}: no records (the input is empty)")
+    scorer = Scorer(specs)
+    try:
+        for record, scores in zip(records, scorer.score(records)):
+            record["rewards"] = {**record.get("rewards", {}), **scores}
+            record["_total"] = scorer.total(scores)
+    finally:
+        scorer.close()
+
+    dropped: dict[str, int] = defaultdict(int)
+    survivors = []
+    for record in records:
+        reason = rejection(record, thresholds, require_format, one_language, no_code_blocks, max_paragraph_chars)
+        if reason:
+            dropped[reason] += 1
+        else:
+            survivors.append(record)
+    by_prompt: dict[str, list[Record]] = defaultdict(list)
+    for record in survivors:
+        by_prompt[record["id"]].append(record)
+    kept = []
+    for group in by_prompt.values():
+        if dedupe:
+            unique = remove_duplicates(group, near_duplicate)
+            dropped["duplicate"] += len(group) - len(unique)
+            group = unique
+        ranked = sorted(group, key=lambda r: (-r["_total"], len(r["completion"])))
+        chosen = ranked if keep_count is None else ranked[:keep_count]
+        dropped[f"per_prompt={per_prompt}"] += len(group) - len(chosen)
+        kept += chosen
+
+    count = write_records(out, (training_record(record) for record in kept))
+    summary = {"input": len(records), "kept": count, "dropped": {k: v for k, v in dropped.items() if v}, "prompts_kept": len({r["id"] for r in kept})}
+    if out != STDIO:
+        write_json(Path(f"{out}.summary.json"), summary)
+    log(f"filter: kept {count} of {len(records)} samples ({summary['prompts_kept']} prompts); dropped: "
+        + (", ".join(f"{k} {v}" for k, v in summary["dropped"].items()) or "none"))
+
+
+def _sample(record: Record) -> Record:
+    require(record, "completion", str)
+    require(record, "prompt", (str, list))
+    if "id" not in record:
+        record["id"] = prompt_id(record["prompt"])
+    return record
+
+
+def parse_per_prompt(text: str) -> int | None:
+    if text == "all":
+        return None
+    if text == "best":
+        return 1
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise UserError(f"--per-prompt {text!r}: expected all, best or a positive number")
+
+
+def parse_thresholds(specs: list[str]) -> dict[str, float]:
+    thresholds = {}
+    for spec in specs:
+        name, separator, value = spec.rpartition("=")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            separator = ""
+        if not separator or not name:
+            raise UserError(f"--min {spec!r}: expected NAME=VALUE, e.g. accuracy=1")
+    return thresholds
+
+
+def rejection(record, thresholds, require_format, one_language, no_code_blocks, max_paragraph_chars) -> str | None:
+    """The first rule that rejects RECORD, or None if it passes them all."""
+    rewards = record["rewards"]
+    for name, minimum in thresholds.items():
+        if rewards.get(name) is None or rewards[name] < minimum:
+            return f"{name}<{minimum:g}"
+    if require_format and rewards.get("format") != 1.0:
+        return "format"
+    if one_language and rewards.get("language") not in (None, 1.0):
+        return "mixed_language"
+    if no_code_blocks and "```" in record["completion"]:
+        return "code_block"
+    if max_paragraph_chars and any(len(p) > max_paragraph_chars for p in re.split(r"\n\s*\n", record["completion"])):
+        return "long_paragraph"
+    return None
+
+
+def shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:
+    words = text.split()
+    return {tuple(words[i : i + size]) for i in range(max(1, len(words) - size + 1))}
+
+
+def remove_duplicates(group: list[Record], threshold: float) -> list[Record]:
+    """Drop completions identical (up to whitespace) or near-identical to an earlier one."""
+    kept: list[Record] = []
+    seen_text: set[str] = set()
+    kept_shingles: list[set] = []
+    for record in group:
+        text = " ".join(record["completion"].split())
+        if text in seen_text:
+            continue
+        grams = shingles(text)
+        if any(len(grams & other) / len(grams | other) >= threshold for other in kept_shingles):
+            continue
+        seen_text.add(text)
+        kept_shingles.append(grams)
+        kept.append(record)
+    return kept
+
+
+def training_record(record: Record) -> dict:
+    prompt = record["prompt"]
+    turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    fields = {k: v for k, v in record.items() if k not in SAMPLE_FIELDS and k != "_total"}
+    return {"messages": [*turns, {"role": "assistant", "content": record["completion"]}], **fields}
