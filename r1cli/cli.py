@@ -9,6 +9,7 @@ import typer
 
 from r1cli import __version__, evaluate, filter, mix, sample, sft, toy
 from r1cli.console import console
+from r1cli.console import error as print_error
 from r1cli.errors import EXIT_USER_ERROR, UserError
 
 app = typer.Typer(
@@ -50,7 +51,7 @@ def main() -> None:
     except UserError as error:
         if _debug["on"]:
             raise
-        console.print(f"[bold red]error:[/bold red] {error}", soft_wrap=True)
+        print_error(str(error))
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         console.print("interrupted")

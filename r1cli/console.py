@@ -5,14 +5,19 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # Logs piped to a file keep whole lines: rich would otherwise assume 80 columns and cut them.
 console = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 
 def log(message: str) -> None:
-    console.print(message)
+    console.print(message, markup=False)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def error(message: str) -> None:
+    console.print(f"[bold red]error:[/bold red] {escape(message)}")

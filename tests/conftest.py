@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from r1cli.toy.tokenizer import TOKENIZER_DIR
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The public benchmarks beside the checkout (../shared/data), or wherever R1_SHARED_DATA points.
+SHARED_DATA = Path(os.environ.get("R1_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.fixture
