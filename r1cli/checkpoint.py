@@ -195,3 +195,26 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 def read_lineage(directory: Path) -> dict:
     return read_json_file(directory / LINEAGE)
+
+
+def write_intermediate(directory: Path, network, tokenizer, optimizer, scheduler, progress: dict, save_dtype, lora_r):
+    """An intermediate checkpoint: loadable weights (a LoRA run: the adapter) and resumable state."""
+    if lora_r:  # the adapter loads on its base (peft); merging here would cost a model copy per save
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    else:
+        write_loadable(directory, network, tokenizer, save_dtype)
+    save_training_state(directory, network, optimizer, scheduler, progress)
+
+
+def write_final(directory: Path, network, tokenizer, save_dtype, lora_r, merge):
+    """The final loadable checkpoint; a LoRA run writes adapter/ and the merged model (unless not merge)."""
+    if not lora_r:
+        write_loadable(directory, network, tokenizer, save_dtype)
+        return
+    if not merge:
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return
+    network.save_pretrained(directory / "adapter")
+    write_loadable(directory, network.merge_and_unload(), tokenizer, save_dtype)

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from r1cli import __version__, evaluate, filter, mix, sample, sft, toy
+from r1cli import __version__, evaluate, filter, grpo, mix, sample, sft, toy
 from r1cli.console import console
 from r1cli.console import error as print_error
 from r1cli.errors import EXIT_USER_ERROR, UserError
@@ -38,6 +38,7 @@ def _options(
 
 
 app.command("sft")(sft.sft)
+app.command("grpo")(grpo.grpo)
 app.command("sample")(sample.sample)
 app.command("filter")(filter.filter_samples)
 app.command("mix")(mix.mix)

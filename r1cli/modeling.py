@@ -113,6 +113,30 @@ def _align_special_tokens(network, tokenizer) -> None:
         generation.pad_token_id = tokenizer.pad_token_id
 
 
+def prepare_for_training(network, model: str, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing):
+    """Gradient checkpointing and, with a LoRA rank, peft adapters kept in fp32 (the base stays as loaded)."""
+    if gradient_checkpointing:
+        network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        network.config.use_cache = False
+    if not lora_r:
+        return network
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]
+    config = LoraConfig(r=lora_r, lora_alpha=lora_alpha or 2 * lora_r, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    try:
+        network = get_peft_model(network, config)
+    except ValueError as error:
+        raise UserError(f"--lora-targets {lora_targets}: {error}") from None
+    for parameter in network.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    network.peft_config["default"].base_model_name_or_path = str(Path(model).resolve()) if Path(model).exists() else model
+    if gradient_checkpointing:
+        network.enable_input_require_grads()
+    return network
+
+
 def count_parameters(network) -> int:
     return sum(p.numel() for p in network.parameters())
 

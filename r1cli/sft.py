@@ -15,7 +15,14 @@ import typer
 from r1cli import checkpoint as ckpt
 from r1cli.console import log, warn
 from r1cli.errors import UserError
-from r1cli.modeling import count_parameters, dtype_name, load_model, resolve_device, resolve_dtype
+from r1cli.modeling import (
+    count_parameters,
+    dtype_name,
+    load_model,
+    prepare_for_training,
+    resolve_device,
+    resolve_dtype,
+)
 from r1cli.records import read_all
 from r1cli.sft_data import IGNORE, Row, StepPlan, collate, encode_records, resolve_template, to_rows
 from r1cli.training import (
@@ -90,7 +97,7 @@ def sft(
     plan = StepPlan(len(rows), batch_size, grad_accum, seed)
     total_steps = plan.total_steps(epochs, max_steps)
 
-    network = _prepare(network, model, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing).to(target)
+    network = prepare_for_training(network, model, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing).to(target)
     optimizer = make_optimizer(network, lr, weight_decay)
     scheduler = make_scheduler(
         optimizer, schedule=schedule, warmup=warmup_steps(warmup, total_steps), total_steps=total_steps, min_lr_ratio=min_lr_ratio
@@ -139,8 +146,8 @@ def sft(
                 directory = ckpt.checkpoint_dir(out, done)
                 ckpt.write_checkpoint(
                     directory,
-                    partial(_write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-                            options=options, step=done, save_dtype=compute_dtype, lora_r=lora_r),
+                    partial(ckpt.write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+                            progress={"step": done, "options": options}, save_dtype=compute_dtype, lora_r=lora_r),
                     lineage(done, last),
                 )
                 ckpt.prune_checkpoints(out, keep_checkpoints)
@@ -153,7 +160,7 @@ def sft(
         final["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, eval_batch_size)
     final["wall_seconds"] = round(time.time() - started, 1)
     ckpt.write_checkpoint(
-        out, lambda tmp: _write_final(tmp, network, tokenizer, compute_dtype, lora_r, merge), lineage(total_steps, final)
+        out, partial(ckpt.write_final, network=network, tokenizer=tokenizer, save_dtype=compute_dtype, lora_r=lora_r, merge=merge), lineage(total_steps, final)
     )
     log(f"wrote {out} (step {total_steps}: {format_status(final, ('loss', 'eval_loss', 'wall_seconds'))})")
 
@@ -164,29 +171,6 @@ def _load_rows(paths, tokenizer, *, template: str, max_length: int, packing: boo
     if not rows:
         raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")
     return rows, sum(e.truncated for e in examples)
-
-
-def _prepare(network, model: str, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing):
-    if gradient_checkpointing:
-        network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        network.config.use_cache = False
-    if not lora_r:
-        return network
-    from peft import LoraConfig, get_peft_model
-
-    targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]
-    config = LoraConfig(r=lora_r, lora_alpha=lora_alpha or 2 * lora_r, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
-    try:
-        network = get_peft_model(network, config)
-    except ValueError as error:
-        raise UserError(f"--lora-targets {lora_targets}: {error}") from None
-    for parameter in network.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()
-    network.peft_config["default"].base_model_name_or_path = str(Path(model).resolve()) if Path(model).exists() else model
-    if gradient_checkpointing:
-        network.enable_input_require_grads()
-    return network
 
 
 def token_loss_sum(network, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -238,24 +222,3 @@ def _lineage_writer(options: dict, model: str, data, eval_data, truncated: int):
         return ckpt.lineage("sft", options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated})
 
     return lineage
-
-
-def _write_intermediate(directory: Path, network, tokenizer, optimizer, scheduler, options, step, save_dtype, lora_r):
-    if lora_r:  # the adapter loads on its base (peft); merging here would cost a model copy per save
-        network.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-    else:
-        ckpt.write_loadable(directory, network, tokenizer, save_dtype)
-    ckpt.save_training_state(directory, network, optimizer, scheduler, {"step": step, "options": options})
-
-
-def _write_final(directory: Path, network, tokenizer, save_dtype, lora_r, merge):
-    if not lora_r:
-        ckpt.write_loadable(directory, network, tokenizer, save_dtype)
-        return
-    if not merge:
-        network.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        return
-    network.save_pretrained(directory / "adapter")
-    ckpt.write_loadable(directory, network.merge_and_unload(), tokenizer, save_dtype)

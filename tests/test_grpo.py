@@ -1,0 +1,117 @@
+import json
+
+import pytest
+from conftest import run_cli, write_jsonl
+from safetensors.torch import load_file
+
+from r1cli import grpo as grpo_module
+from r1cli.errors import UserError
+from r1cli.grpo import grpo
+
+PROMPTS = [{"prompt": f"Ann has {n} pens, gets {m}. How many pens now?", "answer": str(n + m)} for n in range(2, 9) for m in (1, 2, 3)]
+FAST = {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 12, "lr": 1e-3, "device": "cpu", "save_every": 0,
+        "log_samples_every": 0, "batch_size": 16}
+
+
+def weights(directory):
+    return load_file(directory / "model.safetensors")
+
+
+def metrics(directory):
+    return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
+
+def max_difference(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    return str(write_jsonl(tmp_path / "p.jsonl", PROMPTS))
+
+
+@pytest.fixture
+def varied(tmp_path, monkeypatch) -> str:
+    """A reward that differs between completions of one prompt, so every group carries signal."""
+    (tmp_path / "varied_reward.py").write_text("def score(record):\n    return float(sum(map(ord, record['completion'])) % 5)\n")
+    monkeypatch.chdir(tmp_path)
+    return "varied_reward:score"
+
+
+def test_a_run_logs_every_metric_and_writes_a_loadable_checkpoint(tmp_path, tiny_checkpoint, prompts):
+    grpo(str(tiny_checkpoint), prompts, tmp_path / "out", ["repetition", "length=0.5"], steps=3, **{**FAST, "log_samples_every": 2})
+    lines = metrics(tmp_path / "out")
+    assert [m["step"] for m in lines] == [1, 2, 3]
+    expected = {"reward", "reward_std", "rewards/repetition", "rewards/length", "clipped_low", "clipped_high", "entropy",
+                "completion_length", "completion_length_max", "truncated", "uniform_groups", "generate_tokens_per_s",
+                "train_tokens_per_s", "generate_seconds", "score_seconds", "train_seconds", "completions", "grad_norm"}
+    assert expected <= set(lines[0]) and lines[0]["completions"] == 16
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {2} and {"completion", "rewards", "reward"} <= set(samples[0])
+    lineage = json.loads((tmp_path / "out" / "r1.json").read_text())
+    assert lineage["command"] == "grpo" and lineage["step"] == 3 and lineage["metrics"]["reward"] == lines[-1]["reward"]
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_gradient_accumulation_does_not_change_the_run(tmp_path, tiny_checkpoint, prompts, varied):
+    for accumulation in (1, 4):
+        grpo(str(tiny_checkpoint), prompts, tmp_path / f"a{accumulation}", [varied], steps=2, grad_accum=accumulation,
+             loss="dapo", **FAST)
+    assert max_difference(weights(tmp_path / "a1"), weights(tmp_path / "a4")) < 1e-5
+    assert max_difference(weights(tmp_path / "a1"), weights(tiny_checkpoint)) > 1e-4  # the policy did move
+    assert [m["reward"] for m in metrics(tmp_path / "a1")] == [m["reward"] for m in metrics(tmp_path / "a4")]
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint, prompts, varied, monkeypatch):
+    options = {**FAST, "save_every": 2}
+    grpo(str(tiny_checkpoint), prompts, tmp_path / "whole", [varied], steps=4, **options)
+    real, calls = grpo_module.train_on_rollouts, {"n": 0}
+
+    def dies_on_the_third_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "train_on_rollouts", dies_on_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        grpo(str(tiny_checkpoint), prompts, tmp_path / "resumed", [varied], steps=4, **options)
+    monkeypatch.setattr(grpo_module, "train_on_rollouts", real)
+    grpo(str(tiny_checkpoint), prompts, tmp_path / "resumed", [varied], steps=4, **options)
+    assert max_difference(weights(tmp_path / "whole"), weights(tmp_path / "resumed")) < 1e-5
+    assert max_difference(weights(tmp_path / "whole"), weights(tiny_checkpoint)) > 1e-4
+    assert [m["step"] for m in metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
+
+
+def test_skip_uniform_groups_refills_the_step(tmp_path, tiny_checkpoint, monkeypatch):
+    (tmp_path / "half_uniform.py").write_text(
+        "def score(record):\n"
+        "    # prompts with 'flat' score the same whatever the completion: their groups are uniform\n"
+        "    return 0.0 if 'flat' in record['prompt'] else float(len(record['completion']) % 3)\n")
+    monkeypatch.chdir(tmp_path)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"{'flat' if i % 2 else 'open'} prompt {i}"} for i in range(40)])
+    grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["half_uniform:score"], steps=3, skip_uniform_groups=True, **FAST)
+    for line in metrics(tmp_path / "out"):
+        assert line["completions"] == 16 and line["uniform_groups"] > 0.2  # refilled to 4 groups of 4
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_kl_to_the_reference_with_multiple_passes(tmp_path, tiny_checkpoint, prompts, varied, lora_r):
+    grpo(str(tiny_checkpoint), prompts, tmp_path / "out", [varied], steps=2, beta=0.04, iterations=2, minibatches=2,
+         lora_r=lora_r, **FAST)
+    lines = metrics(tmp_path / "out")
+    assert lines[1]["kl"] > 0 and all(line["kl"] >= 0 for line in lines)
+
+
+def test_bad_options_are_one_line(tmp_path, tiny_checkpoint, prompts, monkeypatch, capsys):
+    base = ["grpo", str(tiny_checkpoint), prompts, "--out", str(tmp_path / "o"), "--reward", "format"]
+    for extra, message in ((["--loss", "ppo"], "--loss 'ppo' is not one of: grpo, dapo, dr_grpo"),
+                           (["--scale-rewards", "std"], "--scale-rewards 'std' is not one of: group, batch, none"),
+                           (["--lora-r", "4", "--beta", "0.1", "--ref-update-every", "5"], "--ref-update-every needs full fine-tuning"),
+                           (["--reward", "fromat"], "unknown reward 'fromat'; valid: accuracy")):
+        status, _, err = run_cli(monkeypatch, capsys, *base, *extra)
+        assert status == 2 and message in err, err
+    with pytest.raises(UserError, match="fewer than --prompts-per-step 100"):
+        grpo(str(tiny_checkpoint), prompts, tmp_path / "o", ["format"], steps=1, **{**FAST, "prompts_per_step": 100})
