@@ -24,3 +24,14 @@ def test_sft_on_cuda_in_bf16(tmp_path, tiny_config, chat_records, lora_r):
     assert lineage["options"]["dtype"] == "auto"
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype="auto")
     assert next(model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_grpo_on_cuda_in_bf16(tmp_path, tiny_checkpoint, lora_r):
+    from r1cli.grpo import grpo
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"{n} plus 1?", "answer": str(n + 1)} for n in range(8)])
+    grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["repetition", "length"], steps=2, prompts_per_step=4,
+         num_generations=4, max_new_tokens=16, lr=1e-3, beta=0.04, lora_r=lora_r, gradient_checkpointing=True, save_every=1)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(math.isfinite(m["loss"]) and math.isfinite(m["kl"]) for m in lines)

@@ -115,3 +115,21 @@ def test_bad_options_are_one_line(tmp_path, tiny_checkpoint, prompts, monkeypatc
         assert status == 2 and message in err, err
     with pytest.raises(UserError, match="fewer than --prompts-per-step 100"):
         grpo(str(tiny_checkpoint), prompts, tmp_path / "o", ["format"], steps=1, **{**FAST, "prompts_per_step": 100})
+
+
+@pytest.mark.slow
+def test_r1_zero_on_the_toy_world_raises_reward_and_accuracy(tmp_path, monkeypatch, capsys):
+    """A shortened R1-Zero: the toy base, GRPO with accuracy and format rewards, 40 steps."""
+    assert run_cli(monkeypatch, capsys, "toy", "data", str(tmp_path / "data"))[0] == 0
+    assert run_cli(monkeypatch, capsys, "toy", "base", str(tmp_path / "base"), "--data", str(tmp_path / "data" / "pretrain.jsonl"))[0] == 0
+    grpo(str(tmp_path / "base"), str(tmp_path / "data" / "rl_prompts.jsonl"), tmp_path / "r1-zero", ["accuracy", "format"], steps=40,
+         prompts_per_step=16, num_generations=8, max_new_tokens=96, lr=2e-4, save_every=0, log_samples_every=0, device="cpu")
+    lines = metrics(tmp_path / "r1-zero")
+    first, last = lines[:8], lines[-8:]
+
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    assert mean(last, "reward") > mean(first, "reward") + 0.3
+    assert mean(last, "accuracy") > mean(first, "accuracy") + 0.05
+    assert mean(last, "format") > 0.9
