@@ -9,7 +9,6 @@ phases are timed separately in every metrics line.
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -30,11 +29,12 @@ from r1cli.rewards import RewardOptions, Scorer, parse_rewards
 from r1cli.sample import sample_record, unique_ids
 from r1cli.training import (
     MetricsLog,
-    check_resumable,
+    already_finished,
     format_status,
     make_optimizer,
     make_scheduler,
     progress_bar,
+    resume,
     seed_everything,
 )
 
@@ -106,11 +106,7 @@ def grpo(
     _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta)
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     specs = parse_rewards(reward, RewardOptions(max_length=max_length or max_new_tokens, overlong_buffer=overlong_buffer))
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if ckpt.is_complete(out):
-        check_resumable(ckpt.read_lineage(out)["options"], options, out, RESUME_MAY_CHANGE)
-        log(f"{out} is already complete; nothing to do")
+    if already_finished(out, options, overwrite=overwrite, may_change=RESUME_MAY_CHANGE):
         return
     records = unique_ids([to_prompt_record(r, prompt_key, answer_key) for r in read_records(prompts)])
     if len(records) < prompts_per_step:
@@ -129,15 +125,12 @@ def grpo(
     engine = HFEngine(network, tokenizer, batch_size=batch_size)
     scorer = Scorer(specs)
     stream = PromptStream(len(records), seed)
+    progress, latest = resume(out, network, optimizer, scheduler, options, may_change=RESUME_MAY_CHANGE)
     start_step = 0
-    latest = ckpt.latest_checkpoint(out)
-    if latest is not None:
-        progress = ckpt.load_training_state(latest, network, optimizer, scheduler)
-        check_resumable(progress["options"], options, out, RESUME_MAY_CHANGE)
+    if progress:
         start_step, stream.consumed = progress["step"], progress["prompts_consumed"]
         if reference is not None and (latest / ckpt.STATE / "reference.safetensors").exists():
             load_reference(reference, latest)
-        log(f"resuming from {latest} (step {start_step} of {steps})")
     log(f"grpo: {len(records)} prompts, {steps} steps of {prompts_per_step} prompts x {num_generations} completions, "
         f"loss {loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {target}")
 

@@ -21,7 +21,7 @@ import typer
 
 from r1cli.console import log
 from r1cli.errors import UserError
-from r1cli.records import STDIO, Record, training_kind, write_records
+from r1cli.records import STDIO, parse_line, training_kind, write_records
 
 
 @dataclass
@@ -98,14 +98,8 @@ def index_source(source: Source, seen: set[bytes] | None) -> None:
             start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
-            where = f"{source.path}:{line_number}"
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{where}: not valid JSON ({error.msg})") from None
-            if not isinstance(value, dict):
-                raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
-            kind = training_kind(Record.at(value, where))
+            value = parse_line(raw, f"{source.path}:{line_number}")
+            kind = training_kind(value)
             if seen is not None:
                 content = {"messages": value.get("messages"), "prompt": value.get("prompt"),
                            "completion": value.get("completion"), "text": value.get("text"), "kind": kind}

@@ -63,16 +63,19 @@ def read_all(paths: Iterable[str | Path]) -> list[Record]:
 
 def _read_jsonl(handle: IO[str], name: str) -> Iterator[Record]:
     for line_number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{line_number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{where}: not valid JSON ({error.msg} at column {error.pos + 1})") from None
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
-        yield Record.at(value, where)
+        if line.strip():
+            yield parse_line(line, f"{name}:{line_number}")
+
+
+def parse_line(line: str | bytes, where: str) -> Record:
+    """One JSONL line as a Record, or a user error naming WHERE ("FILE:LINE")."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: not valid JSON ({error.msg} at column {error.pos + 1})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return Record.at(value, where)
 
 
 def _starts_with_array(name: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -27,11 +26,12 @@ from r1cli.records import read_all
 from r1cli.sft_data import IGNORE, Row, StepPlan, collate, encode_records, resolve_template, to_rows
 from r1cli.training import (
     MetricsLog,
-    check_resumable,
+    already_finished,
     format_status,
     make_optimizer,
     make_scheduler,
     progress_bar,
+    resume,
     seed_everything,
     warmup_steps,
 )
@@ -79,11 +79,7 @@ def sft(
     """
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     started = time.time()
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if ckpt.is_complete(out):
-        check_resumable(ckpt.read_lineage(out)["options"], options, out, RESUME_MAY_CHANGE)
-        log(f"{out} is already complete; nothing to do")
+    if already_finished(out, options, overwrite=overwrite, may_change=RESUME_MAY_CHANGE):
         return
 
     target = resolve_device(device)
@@ -102,13 +98,8 @@ def sft(
     scheduler = make_scheduler(
         optimizer, schedule=schedule, warmup=warmup_steps(warmup, total_steps), total_steps=total_steps, min_lr_ratio=min_lr_ratio
     )
-    start_step = 0
-    latest = ckpt.latest_checkpoint(out)
-    if latest is not None:
-        progress = ckpt.load_training_state(latest, network, optimizer, scheduler)
-        check_resumable(progress["options"], options, out, RESUME_MAY_CHANGE)
-        start_step = progress["step"]
-        log(f"resuming from {latest} (step {start_step} of {total_steps})")
+    progress, _ = resume(out, network, optimizer, scheduler, options, may_change=RESUME_MAY_CHANGE)
+    start_step = progress["step"] if progress else 0
 
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     log(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from r1cli.console import console
+from r1cli import checkpoint as ckpt
+from r1cli.console import console, log
 from r1cli.errors import UserError
 from r1cli.records import dumps
 
@@ -117,3 +119,25 @@ def format_status(metrics: dict, keys: tuple[str, ...]) -> str:
         elif value is not None:
             parts.append(f"{key} {value}")
     return "  ".join(parts)
+
+
+def already_finished(out: Path, options: dict, *, overwrite: bool, may_change: tuple[str, ...]) -> bool:
+    """Start over (--overwrite), or report a finished run with the same options as done."""
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if not ckpt.is_complete(out):
+        return False
+    check_resumable(ckpt.read_lineage(out)["options"], options, out, may_change)
+    log(f"{out} is already complete; nothing to do")
+    return True
+
+
+def resume(out: Path, network, optimizer, scheduler, options: dict, *, may_change: tuple[str, ...]) -> tuple[dict | None, Path | None]:
+    """Restore the newest intermediate checkpoint of OUT, if any: (its progress, its directory)."""
+    latest = ckpt.latest_checkpoint(out)
+    if latest is None:
+        return None, None
+    progress = ckpt.load_training_state(latest, network, optimizer, scheduler)
+    check_resumable(progress["options"], options, out, may_change)
+    log(f"resuming from {latest} (step {progress['step']})")
+    return progress, latest
