@@ -94,6 +94,10 @@ class HFEngine:
 
     def generate(self, prompts: list[str], options: SamplingOptions, n: int = 1) -> list[list[Completion]]:
         """N completions for each prompt text, in prompt order."""
+        return self.generate_ids([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], options, n)
+
+    def generate_ids(self, prompts: list[list[int]], options: SamplingOptions, n: int = 1) -> list[list[Completion]]:
+        """N completions for each tokenized prompt, in prompt order."""
         requests = [index for index in range(len(prompts)) for _ in range(n)]
         generator = torch.Generator(device=self.device).manual_seed(options.seed)
         results: list[list[Completion]] = [[] for _ in prompts]
@@ -104,15 +108,14 @@ class HFEngine:
         return results
 
     @torch.no_grad()
-    def _generate_batch(self, texts: list[str], options: SamplingOptions, generator) -> list[Completion]:
+    def _generate_batch(self, encoded: list[list[int]], options: SamplingOptions, generator) -> list[Completion]:
         self.model.eval()
-        encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        batch = len(texts)
+        batch = len(encoded)
         new_tokens = torch.full((batch, options.max_new_tokens), pad, device=self.device)
         new_logprobs = torch.zeros((batch, options.max_new_tokens), device=self.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)

@@ -48,7 +48,6 @@ class Rollout:
 
     prompt_ids: list[int]
     completion_ids: list[int]
-    sampling_logprobs: list[float]
     reward: float
     truncated: bool
 
@@ -134,7 +133,9 @@ def grpo(
     log(f"grpo: {len(records)} prompts, {steps} steps of {prompts_per_step} prompts x {num_generations} completions, "
         f"loss {loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {target}")
 
-    texts = [format_prompt(r["prompt"], tokenizer, template, system) for r in records]
+    # Tokenized once: generation and training see the same prompt tokens (longer prompts keep their end).
+    prompt_ids = [tokenizer(format_prompt(r["prompt"], tokenizer, template, system), add_special_tokens=False)["input_ids"][-max_prompt_length:]
+                  for r in records]
     lineage = partial(ckpt.lineage, "grpo", options, parent=ckpt.describe_parent(model), inputs=ckpt.describe_inputs([prompts]))
     metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
     samples_log = out / "samples.jsonl"
@@ -153,7 +154,7 @@ def grpo(
                 chosen = [stream.next() for _ in range(wanted)]
                 began = time.time()
                 network.eval()
-                generated = engine.generate([_clip_prompt(texts[i], tokenizer, max_prompt_length) for i in chosen], sampling, n=num_generations)
+                generated = engine.generate_ids([prompt_ids[i] for i in chosen], sampling, n=num_generations)
                 timings["generate"] += time.time() - began
                 began = time.time()
                 samples = [sample_record(records[i], k, c) for i, completions in zip(chosen, generated) for k, c in enumerate(completions)]
@@ -175,8 +176,7 @@ def grpo(
             # 3. advantages and 4. train
             began = time.time()
             rollouts = [
-                Rollout(_clip_ids(tokenizer(texts[index], add_special_tokens=False)["input_ids"], max_prompt_length),
-                        c.token_ids, c.logprobs, total, c.finish_reason == "length")
+                Rollout(prompt_ids[index], c.token_ids, total, c.finish_reason == "length")
                 for index, completions, _, _, totals in groups for c, total in zip(completions, totals)
             ]
             rewards_B = torch.tensor([r.reward for r in rollouts])
@@ -340,15 +340,6 @@ def _padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 def _split(items: list[int], parts: int) -> list[list[int]]:
     size = -(-len(items) // parts)
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _clip_ids(ids: list[int], limit: int) -> list[int]:
-    return ids[-limit:]
-
-
-def _clip_prompt(text: str, tokenizer, limit: int) -> str:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return text if len(ids) <= limit else tokenizer.decode(ids[-limit:])
 
 
 def step_metrics(rewards_B, scores, rollouts, uniform, groups_seen, timings, train_metrics, specs) -> dict:

@@ -206,9 +206,6 @@ class StepPlan:
             return max_steps
         return max(1, math.ceil(epochs * self.steps_per_epoch))
 
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
-
     def micro_batches(self, step: int) -> list[list[int]]:
         epoch, offset = divmod(step, self.steps_per_epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

@@ -32,7 +32,6 @@ class Problem:
     steps: list[int]  # signed changes, applied in order
     events: list[str] = field(default_factory=list)  # each change as the prompt words it
     prompt: str = ""
-    subject: dict = field(default_factory=dict)
 
     @property
     def answer(self) -> int:
@@ -60,13 +59,11 @@ def make_problem(rng: random.Random, lang: str) -> Problem:
     if lang == "en":
         name = rng.choice(list(EN_NAMES))
         item = rng.choice(EN_ITEMS)
-        problem.subject = {"name": name, "pronoun": EN_NAMES[name], "item": item}
         events = problem.events = [rng.choice(EN_GAIN if c > 0 else EN_LOSS).format(n=abs(c)) for c in steps]
         problem.prompt = f"{name} has {start} {item}, {', '.join(events[:-1])}, then {events[-1]}. How many {item} now?"
     else:
         name = rng.choice(list(ZH_NAMES))
         measure, item = rng.choice(ZH_ITEMS)
-        problem.subject = {"name": name, "pronoun": ZH_NAMES[name], "item": item, "measure": measure}
         events = problem.events = [rng.choice(ZH_GAIN if c > 0 else ZH_LOSS).format(n=abs(c), m=measure) for c in steps]
         problem.prompt = f"{name}有{start}{measure}{item}，{'，'.join(events[:-1])}，然后{events[-1]}。现在有几{measure}{item}？"
     return problem
