@@ -40,4 +40,5 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check r1cli tests bench
 
-include pipelines/*.mk
+include pipelines/settings.mk
+include $(filter-out pipelines/settings.mk,$(wildcard pipelines/*.mk))

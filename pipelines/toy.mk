@@ -1,27 +1,23 @@
-# The toy world: data, a pre-trained base, and the cold-start SFT of the R1 pipeline.
-# Each stage is a file target (a checkpoint's r1.json is written last), so make reruns only
-# what is missing, and a stage killed half-way is resumed by running make again.
-#   make demo                     everything below, on this machine's CPU
-#   make -n demo                  print the commands
+# The toy world: its corpora and two pre-trained bases, the inputs every pipeline defaults to.
+# Each stage is a file target (a checkpoint's r1.json is written last, a JSONL file appears whole),
+# so make reruns only what is missing or older than its inputs, and a stage killed half-way
+# resumes when make is run again.
 
-RUN_DIR ?= runs/demo
-TOY_SEED ?= 0
-DATA_DIR := $(RUN_DIR)/data
-BASE ?= $(RUN_DIR)/base
-COLD_START ?= $(DATA_DIR)/cold_start.jsonl
-
-# The toy corpora: pretrain, cold_start, rl_prompts, eval, general (manifest.json comes last).
+# pretrain, cold_start, rl_prompts, eval, general and general_prompts (manifest.json comes last).
 $(DATA_DIR)/manifest.json: | $(STAMP)
 	$(R1) toy data $(DATA_DIR) --seed $(TOY_SEED)
 
-# A ~1M-parameter base pre-trained from scratch on the noisy corpus (about 3 minutes on 2 cores).
+$(DATA_DIR)/%.jsonl: $(DATA_DIR)/manifest.json ;
+
+# A ~0.9M-parameter base pre-trained from scratch on the noisy corpus (~2.5 minutes on 2 cores),
+# and a smaller student (~0.4M) pre-trained on the same corpus, for distillation.
 $(RUN_DIR)/base/r1.json: $(DATA_DIR)/manifest.json
 	$(R1) toy base $(RUN_DIR)/base --data $(DATA_DIR)/pretrain.jsonl --seed $(TOY_SEED)
 
-# Cold start: SFT on a few hundred clean long chains of thought (R1's first stage).
-$(RUN_DIR)/cold-start/r1.json: $(RUN_DIR)/base/r1.json $(DATA_DIR)/manifest.json
-	$(R1) sft $(BASE) $(COLD_START) --out $(RUN_DIR)/cold-start \
-	  --epochs 3 --lr 1e-3 --warmup 0.1 --batch-size 16 --max-length 256 --seed $(TOY_SEED)
+$(RUN_DIR)/student-base/r1.json: $(DATA_DIR)/manifest.json
+	$(R1) toy base $(RUN_DIR)/student-base --size student --data $(DATA_DIR)/pretrain.jsonl --seed $(TOY_SEED)
 
-demo: $(RUN_DIR)/cold-start/r1.json
-	@echo "demo checkpoints: $(RUN_DIR)/base $(RUN_DIR)/cold-start (metrics in each metrics.jsonl, lineage in r1.json)"
+# Any checkpoint of the run, evaluated on the held-out prompts: pass@1 over EVAL_N samples,
+# pass@EVAL_N, maj@EVAL_N, format rate and language consistency (per language with --by lang).
+$(RUN_DIR)/eval/%.json: $(RUN_DIR)/%/r1.json $(EVAL_DATA)
+	$(R1) eval $(RUN_DIR)/$* $(EVAL_DATA) --out $@ --n $(EVAL_N) --k 1,$(EVAL_N) $(EVAL_ARGS)

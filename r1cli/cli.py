@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from r1cli import __version__, evaluate, filter, grpo, mix, sample, sft, toy
+from r1cli import __version__, distill, evaluate, filter, grpo, mix, plot, sample, sft, summary, toy
 from r1cli.console import console
 from r1cli.console import error as print_error
 from r1cli.errors import EXIT_USER_ERROR, UserError
@@ -42,7 +42,10 @@ app.command("grpo")(grpo.grpo)
 app.command("sample")(sample.sample)
 app.command("filter")(filter.filter_samples)
 app.command("mix")(mix.mix)
+app.command("distill")(distill.distill)
 app.command("eval")(evaluate.evaluate)
+app.command("plot")(plot.plot)
+app.command("summary")(summary.summary)
 app.add_typer(toy.app, name="toy")
 
 

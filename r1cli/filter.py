@@ -35,6 +35,7 @@ def filter_samples(
     """Keep the samples that pass every threshold and readability rule; write them as
     `messages` records (the prompt as the user turn, the whole completion as the assistant turn),
     each keeping its id, rewards and other fields. Counts per rule go to stderr and FILE.summary.json."""
+    options = dict(locals())
     keep_count = parse_per_prompt(per_prompt)
     specs = parse_rewards(reward or ["accuracy"], RewardOptions(max_length=max_length, overlong_buffer=overlong_buffer))
     thresholds = parse_thresholds(min_score if min_score is not None else (["accuracy=1"] if not reward else []))
@@ -81,7 +82,7 @@ def filter_samples(
         kept += chosen
 
     count = write_records(out, (training_record(record) for record in kept))
-    summary = {"input": len(records), "kept": count, "dropped": {k: v for k, v in dropped.items() if v}, "prompts_kept": len({r["id"] for r in kept})}
+    summary = {"input": len(records), "kept": count, "dropped": {k: v for k, v in dropped.items() if v}, "prompts_kept": len({r["id"] for r in kept}), "options": options}
     if out != STDIO:
         write_json(Path(f"{out}.summary.json"), summary)
     log(f"filter: kept {count} of {len(records)} samples ({summary['prompts_kept']} prompts); dropped: "

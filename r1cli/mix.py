@@ -1,4 +1,5 @@
-"""`r1 mix`: blend training-record files by share into one shuffled file, streaming.
+"""`r1 mix`: blend record files (training records for sft, or prompt records for grpo) by share
+into one shuffled file, streaming.
 
 Records are never all held in memory: a first pass validates each line and notes its byte
 offset; the chosen (file, offset) pairs are shuffled and read back one by one.
@@ -21,7 +22,7 @@ import typer
 
 from r1cli.console import log
 from r1cli.errors import UserError
-from r1cli.records import STDIO, parse_line, training_kind, write_records
+from r1cli.records import STDIO, parse_line, to_prompt_record, training_kind, write_records
 
 
 @dataclass
@@ -30,16 +31,17 @@ class Source:
     weight: float
     offsets: list[int] = field(default_factory=list)  # byte offset of each record's line
     duplicates: int = 0
+    kinds: set[str] = field(default_factory=set)  # "training" and/or "prompt" records
 
 
 def mix(
-    inputs: Annotated[list[str], typer.Argument(help="Training-record files as PATH[:WEIGHT] (WEIGHT a share, default 1); '-' reads stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Training-record (or prompt-record) files as PATH[:WEIGHT] (WEIGHT a share, default 1); '-' reads stdin.")],
     out: Annotated[str, typer.Option("--out", help="Output JSONL; '-' for stdout.")],
     total: Annotated[int | None, typer.Option(help="Exactly this many records, split by the weights. [default: every record once]", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing and shuffling.")] = 0,
     dedupe: Annotated[bool, typer.Option(help="Drop records identical to an earlier one (across all inputs).")] = False,
 ) -> None:
-    """Mix training records: with --total, sources contribute by weight (largest remainder),
+    """Mix training records (or prompt records, for grpo): with --total, sources contribute by weight (largest remainder),
     without replacement while a source suffices and with replacement beyond; without it,
     every record once. The output is shuffled."""
     rng = random.Random(seed)
@@ -48,6 +50,9 @@ def mix(
         seen: set[bytes] | None = set() if dedupe else None
         for source in sources:
             index_source(source, seen)
+        if len(set().union(*(s.kinds for s in sources))) > 1:
+            by_kind = {s.path: "/".join(sorted(s.kinds)) for s in sources}
+            raise UserError(f"cannot mix prompt records with training records: {by_kind}")
         quotas = [len(s.offsets) for s in sources] if total is None else largest_remainder(total, [s.weight for s in sources])
         picks: list[tuple[int, int]] = []
         report = []
@@ -89,8 +94,16 @@ def parse_source(spec: str, scratch: str) -> Source:
     return Source(path, weight)
 
 
+def record_kind(record) -> str:
+    """'prompt' for a prompt record (the input of grpo, sample and eval), else its training kind."""
+    if "prompt" in record and "completion" not in record and "messages" not in record:
+        to_prompt_record(record)  # validates the prompt
+        return "prompt"
+    return training_kind(record)
+
+
 def index_source(source: Source, seen: set[bytes] | None) -> None:
-    """Validate every line as a training record and note its offset (and drop duplicates)."""
+    """Validate every line as a training or prompt record and note its offset (and drop duplicates)."""
     with open(source.path, "rb") as handle:
         line_number, offset = 0, 0
         for raw in handle:
@@ -99,7 +112,8 @@ def index_source(source: Source, seen: set[bytes] | None) -> None:
             if not raw.strip():
                 continue
             value = parse_line(raw, f"{source.path}:{line_number}")
-            kind = training_kind(value)
+            kind = record_kind(value)
+            source.kinds.add("prompt" if kind == "prompt" else "training")
             if seen is not None:
                 content = {"messages": value.get("messages"), "prompt": value.get("prompt"),
                            "completion": value.get("completion"), "text": value.get("text"), "kind": kind}

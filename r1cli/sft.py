@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import torch
@@ -24,6 +25,7 @@ from r1cli.modeling import (
 )
 from r1cli.records import read_all
 from r1cli.sft_data import IGNORE, Row, StepPlan, collate, encode_records, resolve_template, to_rows
+from r1cli.teacher import Teacher
 from r1cli.training import (
     MetricsLog,
     already_finished,
@@ -77,40 +79,49 @@ def sft(
     Loss is on assistant / completion tokens only (`text`: every token), EOS appended so the
     model learns to stop. Run the same command again to resume from the last saved step.
     """
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
+    train({k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()})
+
+
+def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None) -> None:
+    """Run SFT with OPTIONS (the parameters of `sft`, as recorded in r1.json); with TEACHER, add
+    its token-level KL term (`r1 distill --kd-weight`)."""
+    run = SimpleNamespace(**options)
+    out = Path(run.out)
     started = time.time()
-    if already_finished(out, options, overwrite=overwrite, may_change=RESUME_MAY_CHANGE):
+    if already_finished(out, options, overwrite=run.overwrite, may_change=RESUME_MAY_CHANGE):
         return
 
-    target = resolve_device(device)
-    compute_dtype = resolve_dtype(dtype, target)
-    seed_everything(seed)
-    network, tokenizer = load_model(model, dtype=compute_dtype if lora_r else torch.float32, seed=seed)
-    template = resolve_template(template, tokenizer)
+    target = resolve_device(run.device)
+    compute_dtype = resolve_dtype(run.dtype, target)
+    seed_everything(run.seed)
+    network, tokenizer = load_model(run.model, dtype=compute_dtype if run.lora_r else torch.float32, seed=run.seed)
+    run.template = resolve_template(run.template, tokenizer)
 
-    rows, truncated = _load_rows(data, tokenizer, template=template, max_length=max_length, packing=packing)
-    eval_rows = _load_rows(eval_data, tokenizer, template=template, max_length=max_length, packing=False)[0] if eval_data else []
-    plan = StepPlan(len(rows), batch_size, grad_accum, seed)
-    total_steps = plan.total_steps(epochs, max_steps)
+    rows, truncated = _load_rows(run.data, tokenizer, template=run.template, max_length=run.max_length, packing=run.packing)
+    eval_rows = _load_rows(run.eval_data, tokenizer, template=run.template, max_length=run.max_length, packing=False)[0] if run.eval_data else []
+    plan = StepPlan(len(rows), run.batch_size, run.grad_accum, run.seed)
+    total_steps = plan.total_steps(run.epochs, run.max_steps)
 
-    network = prepare_for_training(network, model, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing).to(target)
-    optimizer = make_optimizer(network, lr, weight_decay)
+    network = prepare_for_training(network, run.model, run.lora_r, run.lora_alpha, run.lora_dropout, run.lora_targets, run.gradient_checkpointing).to(target)
+    optimizer = make_optimizer(network, run.lr, run.weight_decay)
     scheduler = make_scheduler(
-        optimizer, schedule=schedule, warmup=warmup_steps(warmup, total_steps), total_steps=total_steps, min_lr_ratio=min_lr_ratio
+        optimizer, schedule=run.schedule, warmup=warmup_steps(run.warmup, total_steps), total_steps=total_steps, min_lr_ratio=run.min_lr_ratio
     )
     progress, _ = resume(out, network, optimizer, scheduler, options, may_change=RESUME_MAY_CHANGE)
     start_step = progress["step"] if progress else 0
 
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     log(
-        f"sft: {len(rows)} rows ({len(data)} file(s), template {template}{', packed' if packing else ''}), "
+        f"sft: {len(rows)} rows ({len(run.data)} file(s), template {run.template}{', packed' if run.packing else ''}), "
         f"{total_steps} steps of {plan.rows_per_step} rows, {count_parameters(network):,} parameters "
         f"({trainable:,} trained), {target} {dtype_name(compute_dtype)}"
     )
     if truncated:
-        warn(f"{truncated} example(s) longer than --max-length {max_length} were truncated")
+        warn(f"{truncated} example(s) longer than --max-length {run.max_length} were truncated")
 
-    lineage = _lineage_writer(options, model, data, eval_data, truncated)
+    if teacher:
+        teacher.prepare(tokenizer, run.model, target, compute_dtype)
+    lineage = _lineage_writer(command, options, run.model, run.data, run.eval_data, truncated)
     metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
     last: dict = {}
     with progress_bar() as bar:
@@ -118,40 +129,41 @@ def sft(
         for step in range(start_step, total_steps):
             step_started = time.time()
             batches = [[rows[i] for i in indices] for indices in plan.micro_batches(step)]
-            loss, grad_norm, tokens = _train_step(
-                network, optimizer, batches, tokenizer.pad_token_id, target, compute_dtype, max_grad_norm
+            loss, kd_kl, grad_norm, tokens = _train_step(
+                network, optimizer, batches, tokenizer.pad_token_id, target, compute_dtype, run.max_grad_norm, teacher
             )
             last = {
                 "step": step + 1,
                 "epoch": round((step + 1) / plan.steps_per_epoch, 4),
                 "loss": loss,
+                **({"kd_kl": kd_kl} if teacher else {}),
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
                 "tokens_per_s": round(tokens / (time.time() - step_started), 1),
             }
             scheduler.step()
             done = step + 1
-            if save_every and done % save_every == 0 and done < total_steps:
+            if run.save_every and done % run.save_every == 0 and done < total_steps:
                 if eval_rows:
-                    last["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, eval_batch_size)
+                    last["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, run.eval_batch_size)
                 directory = ckpt.checkpoint_dir(out, done)
                 ckpt.write_checkpoint(
                     directory,
                     partial(ckpt.write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-                            progress={"step": done, "options": options}, save_dtype=compute_dtype, lora_r=lora_r),
+                            progress={"step": done, "options": options}, save_dtype=compute_dtype, lora_r=run.lora_r),
                     lineage(done, last),
                 )
-                ckpt.prune_checkpoints(out, keep_checkpoints)
+                ckpt.prune_checkpoints(out, run.keep_checkpoints)
             metrics_log.write(last)
             bar.update(task, completed=done, status=format_status(last, ("loss", "lr", "grad_norm", "tokens_per_s")))
     metrics_log.close()
 
     final = dict(last)
     if eval_rows:
-        final["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, eval_batch_size)
+        final["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, run.eval_batch_size)
     final["wall_seconds"] = round(time.time() - started, 1)
     ckpt.write_checkpoint(
-        out, partial(ckpt.write_final, network=network, tokenizer=tokenizer, save_dtype=compute_dtype, lora_r=lora_r, merge=merge), lineage(total_steps, final)
+        out, partial(ckpt.write_final, network=network, tokenizer=tokenizer, save_dtype=compute_dtype, lora_r=run.lora_r, merge=run.merge), lineage(total_steps, final)
     )
     log(f"wrote {out} (step {total_steps}: {format_status(final, ('loss', 'eval_loss', 'wall_seconds'))})")
 
@@ -164,32 +176,38 @@ def _load_rows(paths, tokenizer, *, template: str, max_length: int, packing: boo
     return rows, sum(e.truncated for e in examples)
 
 
-def token_loss_sum(network, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over the labelled tokens of BATCH."""
+def token_loss_sum(network, batch: dict[str, torch.Tensor], teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed next-token cross-entropy over the labelled tokens of BATCH, and (with TEACHER) the
+    summed KL from the teacher's next-token distribution at the same tokens (else None)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = network(**inputs, use_cache=False).logits
     labels = batch["labels"][:, 1:]
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    if teacher is None:
+        return loss, None
+    return loss, teacher.kl_sum(logits[:, :-1], inputs, labels != IGNORE)
 
 
-def _train_step(network, optimizer, batches: list[list[Row]], pad_id, device, compute_dtype, max_grad_norm):
+def _train_step(network, optimizer, batches: list[list[Row]], pad_id, device, compute_dtype, max_grad_norm, teacher=None):
     """One optimizer step over micro-BATCHES: loss is the mean over every labelled token of the
     step, so splitting the same rows into more micro-batches gives the same update."""
     network.train()
     label_total = sum(row.label_count for rows in batches for row in rows)
-    loss_total, tokens = 0.0, 0
+    loss_total, kl_total, tokens = 0.0, 0.0, 0
     for rows in batches:
         batch = collate(rows, pad_id, device)
         with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
-            loss_sum = token_loss_sum(network, batch)
-        (loss_sum / label_total).backward()
+            loss_sum, kl_sum = token_loss_sum(network, batch, teacher)
+        objective = loss_sum if kl_sum is None else loss_sum + teacher.weight * kl_sum
+        (objective / label_total).backward()
         loss_total += loss_sum.item()
+        kl_total += 0.0 if kl_sum is None else kl_sum.item()
         tokens += sum(len(row.input_ids) for row in rows)
     trainable = [p for p in network.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_total / label_total, float(grad_norm), tokens
+    return loss_total / label_total, kl_total / label_total, float(grad_norm), tokens
 
 
 @torch.no_grad()
@@ -200,16 +218,16 @@ def evaluate_loss(network, rows: list[Row], pad_id, device, compute_dtype, batch
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
-            loss_total += token_loss_sum(network, collate(chunk, pad_id, device)).item()
+            loss_total += token_loss_sum(network, collate(chunk, pad_id, device))[0].item()
         label_total += sum(row.label_count for row in chunk)
     return loss_total / label_total
 
 
-def _lineage_writer(options: dict, model: str, data, eval_data, truncated: int):
+def _lineage_writer(command: str, options: dict, model: str, data, eval_data, truncated: int):
     parent = ckpt.describe_parent(model)
     inputs = ckpt.describe_inputs([*data, *(eval_data or [])])
 
     def lineage(step: int, metrics: dict) -> dict:
-        return ckpt.lineage("sft", options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated})
+        return ckpt.lineage(command, options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated})
 
     return lineage

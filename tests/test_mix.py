@@ -58,7 +58,7 @@ def test_dedupe_stdin_and_bad_records(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"text": "same"}\n{"prompt": "p", "completion": "c"}\n')))
     status, out, _ = run_cli(monkeypatch, capsys, "mix", str(a), "-", "--out", "-", "--dedupe")
     assert status == 0 and len(out.splitlines()) == 3
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"prompt": "no completion"}])
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"completion": "no prompt"}])
     status, _, err = run_cli(monkeypatch, capsys, "mix", str(a), str(bad), "--out", str(tmp_path / "o.jsonl"))
     assert status == 2 and "bad.jsonl:2: not a training record" in err and not (tmp_path / "o.jsonl").exists()
 
@@ -68,3 +68,18 @@ def test_bad_sources(tmp_path, monkeypatch, capsys, spec, message):
     (a,) = sources(tmp_path, {"a": 3})
     status, _, err = run_cli(monkeypatch, capsys, "mix", spec.format(a=a), "--out", str(tmp_path / "o.jsonl"))
     assert status == 2 and message in err
+
+
+def test_mixes_prompt_records_for_grpo_but_not_with_training_records(tmp_path, monkeypatch, capsys):
+    reasoning = write_jsonl(tmp_path / "r.jsonl", [{"id": f"r{i}", "prompt": f"q{i}", "answer": str(i)} for i in range(30)])
+    general = write_jsonl(tmp_path / "g.jsonl", [{"id": f"g{i}", "prompt": f"say {i}", "reference": str(i)} for i in range(10)])
+    out = tmp_path / "prompts.jsonl"
+    status, _, err = run_cli(monkeypatch, capsys, "mix", f"{reasoning}:3", f"{general}:1", "--total", "20", "--out", str(out))
+    assert status == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert Counter(r["id"][0] for r in records) == {"r": 15, "g": 5}
+    assert all(("answer" in r) == r["id"].startswith("r") and ("reference" in r) == r["id"].startswith("g") for r in records)
+
+    training = sources(tmp_path, {"sft": 5})[0]
+    status, _, err = run_cli(monkeypatch, capsys, "mix", str(reasoning), str(training), "--out", str(out))
+    assert status == 2 and "cannot mix prompt records with training records" in err

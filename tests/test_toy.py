@@ -53,14 +53,16 @@ def test_eval_prompts_are_disjoint_from_everything_else_and_answers_are_right():
             assert sum(s * n for s, n in zip(signs, numbers)) == int(record["answer"])
 
 
-def test_cold_start_is_clean_long_cot_in_the_prompts_language():
+def test_cold_start_is_clean_correct_cot_in_the_prompts_language():
     for record in WORLD["cold_start"]:
         reply = record["messages"][1]["content"]
         assert reply.startswith("<think>") and reply.count("</think>") == 1
         reasoning = reply.split("</think>")[0]
         has_chinese = bool(re.search(r"[\u4e00-\u9fff]", reasoning))
-        has_english = bool(re.search(r"\b(plus|minus|Check)\b", reasoning))
+        has_english = bool(re.search(r"\b(plus|minus)\b", reasoning))
         assert (has_chinese, has_english) == ((True, False) if record["lang"] == "zh" else (False, True))
+        *_, last_total = re.findall(r"(?:is |等于)(\d+)", reasoning)
+        assert re.search(r"boxed\{(\d+)\}", reply).group(1) == last_total
 
 
 def test_pretraining_completions_are_noisy_like_a_base_models():
@@ -79,11 +81,11 @@ def test_pretraining_completions_are_noisy_like_a_base_models():
     assert 0.3 < right < 0.7 and 0.25 < well_formed < 0.6 and 0.2 < guesses < 0.4 and 0.15 < mixed_share < 0.5
 
 
-def test_toy_data_writes_the_five_corpora(tmp_path, monkeypatch, capsys):
+def test_toy_data_writes_the_six_corpora(tmp_path, monkeypatch, capsys):
     status, _, _ = run_cli(monkeypatch, capsys, "toy", "data", str(tmp_path), "--seed", "3")
     assert status == 0
     counts = {p.stem: len(p.read_text().splitlines()) for p in tmp_path.glob("*.jsonl")}
-    assert counts == {"pretrain": 24000, "cold_start": 300, "rl_prompts": 2000, "eval": 200, "general": 600}
+    assert counts == {"pretrain": 24000, "cold_start": 300, "rl_prompts": 2000, "eval": 200, "general": 600, "general_prompts": 400}
     first = json.loads((tmp_path / "eval.jsonl").read_text().splitlines()[0])
     assert set(first) == {"id", "prompt", "answer", "lang"}
     manifest = json.loads((tmp_path / "manifest.json").read_text())

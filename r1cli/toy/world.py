@@ -4,7 +4,8 @@ each R1 stage needs.
 The pre-training corpus imitates a real base model's web data: the reasoning is right only part
 of the time, often answers without reasoning, breaks or drops the think format, and mixes the
 two languages. That leaves every later stage something real to fix: RL with accuracy and format
-rewards (R1-Zero), the language reward, cold-start SFT on clean long CoT, rejection sampling.
+rewards (R1-Zero), the language reward, cold-start SFT on clean chains of thought, rejection sampling, and general
+chat whose replies a toy judge (`r1cli.toy.judge:helpfulness`) grades.
 """
 
 from __future__ import annotations
@@ -89,25 +90,14 @@ def short_reasoning(problem: Problem, steps: list[int], languages: list[str]) ->
     return "".join(s + " " if s.endswith(".") else s for s in sentences).strip()
 
 
-def long_reasoning(problem: Problem) -> str:
-    """Clean, long chain of thought in the prompt's language: the steps, then a check backwards."""
-    totals = problem.totals()
-    forward = short_reasoning(problem, problem.steps, [problem.lang] * len(problem.steps))
-    backward, value = [], totals[-1]
-    for change in reversed(problem.steps):
-        backward.append(step_sentence(problem.lang, value, -change, value - change))
-        value -= change
-    if problem.lang == "en":
-        return f"Start with {problem.start}. {forward} Check: {' '.join(backward)} Back to {problem.start}, right."
-    return f"开始有{problem.start}。{forward}验算：{''.join(backward)}回到{problem.start}，对。"
-
-
 def response(lang: str, answer: int) -> str:
     return f"The answer is \\boxed{{{answer}}}." if lang == "en" else f"答案是\\boxed{{{answer}}}。"
 
 
 def clean_completion(problem: Problem) -> str:
-    return f"<think>{long_reasoning(problem)}</think> {response(problem.lang, problem.answer)}"
+    """Cold-start data: every step right, in the prompt's language, in the think format."""
+    reasoning = short_reasoning(problem, problem.steps, [problem.lang] * len(problem.steps))
+    return f"<think>{reasoning}</think> {response(problem.lang, problem.answer)}"
 
 
 def noisy_completion(problem: Problem, rng: random.Random) -> str:
@@ -153,28 +143,43 @@ def arithmetic_drill(rng: random.Random) -> str:
 
 # ---------------------------------------------------------------- general (non-reasoning) chat
 
-EN_WORDS = ["cat", "dog", "sun", "tree", "book", "star", "fish", "moon", "bird", "cake"]
-ZH_WORDS = ["苹果", "小明", "书", "糖", "花", "球"]
+EN_WORDS = ["cat", "dog", "sun", "tree", "book", "star", "fish", "moon", "bird", "cake", "milk", "rain", "ship", "lamp", "door", "ball", "frog", "leaf", "hat", "egg"]
+ZH_WORDS = ["苹果", "小明", "书", "糖", "花", "球", "猫", "狗", "月亮", "太阳"]
 ZH_DIGITS = "零一二三四五六七八九十"
+GREETINGS = [("Say hello.", "Hello!"), ("请说你好。", "你好！"), ("Say thank you.", "Thank you!"), ("请说再见。", "再见！")]
 
 
 def general_exchange(rng: random.Random) -> tuple[str, str]:
-    """A simple instruction answered directly, without reasoning."""
-    kind = rng.randrange(6)
-    word, count = rng.choice(EN_WORDS), rng.randint(2, 4)
+    """A simple instruction and its one right reply, answered directly (no reasoning needed)."""
+    kind = rng.randrange(9)
+    first, second = rng.sample(EN_WORDS, 2)
+    count = rng.randint(2, 4)
     if kind == 0:
-        return f"Repeat the word {word} {count} times.", " ".join([word] * count)
+        return f"Repeat the words {first} {second} {count} times.", " ".join([first, second] * count)
     if kind == 1:
-        return f"Write {word} in capital letters.", word.upper()
+        return f"Write {first} {second} in capital letters.", f"{first} {second}".upper()
     if kind == 2:
-        return f"Write {word} backwards.", word[::-1]
+        return f"Write {first} backwards.", first[::-1]
     if kind == 3:
+        return f"Join {first} and {second} with a dash.", f"{first}-{second}"
+    if kind == 4:
         number = rng.randint(0, 10)
         return f"How do you write {number} in Chinese?", ZH_DIGITS[number]
-    if kind == 4:
-        zh_word = rng.choice(ZH_WORDS)
-        return f"把这个词重复{count}遍：{zh_word}", "".join([zh_word] * count)
-    return rng.choice([("Say hello.", "Hello!"), ("请说你好。", "你好！"), ("Say thank you.", "Thank you!"), ("请说再见。", "再见！")])
+    if kind == 5:
+        low = rng.randint(0, 9)
+        return f"Count from {low} to {low + count}.", " ".join(str(n) for n in range(low, low + count + 1))
+    if kind == 6:
+        zh_first, zh_second = rng.sample(ZH_WORDS, 2)
+        return f"把这两个词重复{count}遍：{zh_first}{zh_second}", (zh_first + zh_second) * count
+    if kind == 7:
+        number = rng.randint(0, 20)
+        return f"{number}后面是几？", str(number + 1)
+    return rng.choice(GREETINGS)
+
+
+def general_reply(reply: str) -> str:
+    """A direct reply keeps the think format with nothing to think, as R1's chat template does."""
+    return f"<think></think> {reply}"
 
 
 # ---------------------------------------------------------------- the corpora
@@ -190,7 +195,8 @@ def prompt_record(problem: Problem, split: str, index: int) -> dict:
 
 
 def make_world(
-    seed: int = 0, *, pretrain: int = 24000, cold_start: int = 300, rl_prompts: int = 2000, eval_prompts: int = 200, general: int = 600
+    seed: int = 0, *, pretrain: int = 24000, cold_start: int = 300, rl_prompts: int = 2000, eval_prompts: int = 200,
+    general: int = 600, general_prompts: int = 400,
 ) -> dict[str, list[dict]]:
     """Every toy corpus, keyed by file stem. Eval prompts appear in no other corpus."""
     rng = random.Random(seed)
@@ -212,7 +218,8 @@ def make_world(
     for problem in problems(pretrain):
         kind = rng.random()
         if kind < 0.08:
-            texts.append(chat_text(*general_exchange(rng)))
+            user, reply = general_exchange(rng)
+            texts.append(chat_text(user, general_reply(reply)))
         elif kind < 0.18:
             texts.append(arithmetic_drill(rng))
         else:
@@ -226,7 +233,11 @@ def make_world(
         "rl_prompts": [prompt_record(p, "rl", i) for i, p in enumerate(rl_set)],
         "eval": [prompt_record(p, "eval", i) for i, p in enumerate(eval_set)],
         "general": [
-            {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+            {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": general_reply(reply)}]}
             for user, reply in (general_exchange(rng) for _ in range(general))
+        ],
+        "general_prompts": [
+            {"id": f"toy-general-{i}", "prompt": user, "reference": reply}
+            for i, (user, reply) in enumerate(general_exchange(rng) for _ in range(general_prompts))
         ],
     }

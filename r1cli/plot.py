@@ -1,0 +1,78 @@
+"""`r1 plot`: training curves of one or more runs (their metrics.jsonl) as one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from r1cli.console import log
+from r1cli.errors import UserError
+from r1cli.records import atomic_path, read_records
+
+DEFAULT_METRICS = ["reward", "accuracy", "kl", "completion_length"]
+
+
+def plot(
+    metrics: Annotated[list[Path], typer.Argument(help="metrics.jsonl files (of r1 grpo or r1 sft runs), one curve each.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Metric to plot, one panel each (repeatable). [default: reward, accuracy, kl, completion_length]")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="Legend name of each file, in order. [default: the name of its run directory]")] = None,
+    smooth: Annotated[int, typer.Option(help="Moving-average window in steps (the raw curve is drawn faintly behind); 1 = off.", min=1)] = 10,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Plot each METRIC per step for every run, one panel per metric, one line per run."""
+    names = metric or DEFAULT_METRICS
+    labels = label or [path.parent.name or str(path) for path in metrics]
+    if len(labels) != len(metrics):
+        raise UserError(f"--label given {len(labels)} times for {len(metrics)} metrics files")
+    runs = [(name, list(read_records(str(path)))) for name, path in zip(labels, metrics)]
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    columns = min(2, len(names))
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        drawn = False
+        for index, (run, records) in enumerate(runs):
+            points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float)) and "step" in r]
+            if not points:
+                continue
+            steps, values = zip(*points)
+            color = f"C{index}"
+            if smooth > 1:
+                axis.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            axis.plot(steps, moving_average(list(values), smooth), color=color, label=run, linewidth=1.6)
+            drawn = True
+        axis.set_title(name)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        if drawn:
+            axis.legend(fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes, color="gray")
+    for axis in list(axes.flat)[len(names):]:
+        axis.set_visible(False)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    with atomic_path(out) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+    log(f"wrote {out} ({len(names)} panels, {len(runs)} runs)")
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to WINDOW values, so early steps are not delayed by padding."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out

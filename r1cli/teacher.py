@@ -1,0 +1,43 @@
+"""The teacher of `r1 distill --kd-weight`: its next-token distributions on the student's batches."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from r1cli.errors import UserError
+from r1cli.modeling import load_model, load_tokenizer
+
+
+def check_shared_tokenizer(teacher: str, student: str) -> None:
+    """Token-level KL compares distributions token by token, so both must index the same vocabulary."""
+    teacher_vocab, student_vocab = load_tokenizer(teacher).get_vocab(), load_tokenizer(student).get_vocab()
+    if teacher_vocab != student_vocab:
+        differ = len(set(teacher_vocab.items()) ^ set(student_vocab.items()))
+        raise UserError(
+            f"--kd-weight needs TEACHER and STUDENT to share a tokenizer: {teacher} has {len(teacher_vocab)} tokens, "
+            f"{student} has {len(student_vocab)} ({differ} entries differ); distil without --kd-weight"
+        )
+
+
+class Teacher:
+    def __init__(self, path: str, weight: float):
+        self.path, self.weight = path, weight
+        self.network = None
+        self.vocab_size = 0
+
+    def prepare(self, student_tokenizer, student_path: str, device: torch.device, dtype: torch.dtype) -> None:
+        check_shared_tokenizer(self.path, student_path)
+        network, _ = load_model(self.path, dtype=dtype)
+        self.network = network.to(device).eval().requires_grad_(False)
+        self.vocab_size = len(student_tokenizer)
+
+    def kl_sum(self, student_logits: torch.Tensor, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
+        """KL(teacher || student) summed over the positions in MASK. STUDENT_LOGITS are the
+        student's (batch, seq-1, vocab) next-token logits for INPUTS. Only the tokenizer's
+        vocabulary counts: embedding rows past it are padding, which the two models may size differently."""
+        with torch.no_grad():
+            teacher_logits = self.network(**inputs, use_cache=False).logits[:, :-1]
+        student_log_probs = student_logits[mask][:, : self.vocab_size].float().log_softmax(-1)
+        teacher_log_probs = teacher_logits[mask][:, : self.vocab_size].float().log_softmax(-1)
+        return F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="sum")
