@@ -17,7 +17,9 @@ def test_make_demo_tells_the_r1_story(tmp_path):
     board = summary["checkpoints"]
     assert {"base", "r1-zero", "r1", "student-base", "student-distill"} <= set(board)
     assert board["r1-zero"]["pass@1"] >= board["base"]["pass@1"] + 0.25
-    assert board["r1"]["format_rate"] >= 0.95 and board["r1"]["format_rate"] > board["r1-zero"]["format_rate"]
+    # R1-Zero's own format reward can already reach 100%; R1 cannot be above a perfect score.
+    assert board["r1"]["format_rate"] >= 0.95
+    assert board["r1"]["format_rate"] > board["r1-zero"]["format_rate"] or board["r1"]["format_rate"] == 1.0
     assert board["r1"]["language_consistency"] >= 0.95 and board["r1"]["language_consistency"] > board["r1-zero"]["language_consistency"]
     assert board["student-distill"]["pass@1"] >= board["student-base"]["pass@1"] + 0.20
     assert 0 < summary["wall_seconds"] <= 15 * 60

@@ -33,6 +33,7 @@ def test_each_rule_drops_what_it_should_and_the_output_is_training_records(tmp_p
                              "--no-code-blocks", "--max-paragraph-chars", "400", "--dedupe")
     assert status == 0, err
     summary = json.loads((tmp_path / "kept.jsonl.summary.json").read_text())
+    assert summary.pop("options")["max_paragraph_chars"] == 400  # the options are recorded
     six = len(GSM8K)
     assert summary == {"input": 8 * six, "kept": 2 * six, "prompts_kept": six, "dropped": {
         "accuracy<1": six, "format": six, "mixed_language": six, "code_block": six, "long_paragraph": six, "duplicate": six}}

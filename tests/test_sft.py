@@ -67,9 +67,9 @@ def test_packed_loss_equals_unpacked_loss(tiny_config):
     records = [Record.at({"text": "5 plus 2 is 7. " * n}, f"t:{n}") for n in (1, 3, 2, 5)]
     examples = encode_records(records, tokenizer, template="plain", max_length=256)
     with torch.no_grad():
-        unpacked = sum(token_loss_sum(model, collate([row], tokenizer.pad_token_id, "cpu")) for row in to_rows(examples, max_length=256, packing=False))
+        unpacked = sum(token_loss_sum(model, collate([row], tokenizer.pad_token_id, "cpu"))[0] for row in to_rows(examples, max_length=256, packing=False))
         packed_rows = to_rows(examples, max_length=256, packing=True)
-        packed = token_loss_sum(model, collate(packed_rows, tokenizer.pad_token_id, "cpu"))
+        packed = token_loss_sum(model, collate(packed_rows, tokenizer.pad_token_id, "cpu"))[0]
     assert len(packed_rows) == 1
     assert packed.item() == pytest.approx(unpacked.item(), rel=1e-5)
 
