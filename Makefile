@@ -1,5 +1,5 @@
 # r1: the DeepSeek-R1 pipeline as make targets.
-#   make demo     install, then run the toy pipeline end to end on this machine
+#   make demo     install, then run R1-Zero, R1 and distillation on the toy world, on this machine
 #   make test     install, then run the test suite
 # Pipelines live in pipelines/*.mk; `make -n TARGET` prints the commands they run.
 
@@ -17,7 +17,11 @@ export TOKENIZERS_PARALLELISM ?= false
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make demo       install, then run the toy pipeline end to end"
+	@echo "make demo       install, then run R1-Zero, R1 and distillation on the toy world (runs/demo/summary.md)"
+	@echo "make r1-zero    R1-Zero: GRPO on BASE with accuracy and format rewards"
+	@echo "make r1         R1: cold start, reasoning RL, rejection sampling, SFT, final RL"
+	@echo "make distill    distil TEACHER's correct traces into STUDENT"
+	@echo "                (variables and their toy defaults: pipelines/settings.mk; make -n TARGET prints the commands)"
 	@echo "make test       install, then run the tests (slow ones: make test-slow)"
 	@echo "make install    create .venv with torch ($(TORCH)) and r1 (editable, with dev extras)"
 

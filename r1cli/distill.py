@@ -34,7 +34,7 @@ def distill(
     temperature: Annotated[float, typer.Option(help="Teacher sampling temperature.", min=0.0)] = 0.6,
     top_p: Annotated[float, typer.Option(help="Teacher nucleus sampling mass; 1 = off.")] = 0.95,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per trace at most.", min=1)] = 1024,
-    template: Annotated[str, typer.Option(help="Prompt template of the teacher: chat | r1-zero.")] = "chat",
+    prompt_template: Annotated[str, typer.Option("--template", help="The teacher's prompt template: chat | r1-zero. The student trains on chat records.")] = "chat",
     engine: Annotated[str, typer.Option(help="Teacher's generation engine: hf (built in) | vllm (if installed).")] = "hf",
     sample_batch_size: Annotated[int, typer.Option(help="Sequences the teacher generates together.", min=1)] = 32,
     reward: Annotated[list[str] | None, typer.Option("--reward", help="filter: reward to score with, NAME[=WEIGHT] (repeatable). [default: accuracy]")] = None,
@@ -79,7 +79,7 @@ def distill(
         traces = str(out / "traces.jsonl")
         sample(
             model=teacher, prompts=prompts, out=traces, n=n, temperature=temperature, top_p=top_p, top_k=0,
-            max_new_tokens=max_new_tokens, template=template, system=None, stop=None, engine=engine, shard="0/1",
+            max_new_tokens=max_new_tokens, template=prompt_template, system=None, stop=None, engine=engine, shard="0/1",
             batch_size=sample_batch_size, prompt_key="prompt", answer_key="answer", seed=seed, dtype=dtype, device=device,
         )
     filter_options = {"reward": reward, "min_score": min_score, "require_format": require_format,

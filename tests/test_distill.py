@@ -108,3 +108,13 @@ def test_kd_weight_with_another_tokenizer_is_one_clear_error(tmp_path, tiny_chec
     traces = write_jsonl(tmp_path / "t.jsonl", [trace(0, 2)])
     status, _, err = run_cli(monkeypatch, capsys, *distill_args(other, tiny_checkpoint, tmp_path / "s", "--traces", str(traces), "--kd-weight", "1"))
     assert status == 2 and "share a tokenizer" in err and "Traceback" not in err
+
+
+def test_the_teachers_template_is_not_the_students(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2])
+    out = tmp_path / "student"
+    keep_all = ["--reward", "format", "--min", "format=0", "--no-require-format"]
+    status, _, err = run_cli(monkeypatch, capsys, *distill_args(tiny_checkpoint, tiny_checkpoint, out, str(prompts), "--n", "1", "--template", "r1-zero", *keep_all))
+    assert status == 0, err
+    options = json.loads((out / "r1.json").read_text())["options"]
+    assert options["prompt_template"] == "r1-zero" and options["template"] == "auto"
