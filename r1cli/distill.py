@@ -86,8 +86,8 @@ def distill(
                       "one_language": one_language, "per_prompt": per_prompt, "dedupe": dedupe}
     kept = keep_correct(Path(traces), out / "kept.jsonl", filter_options, max_new_tokens)
 
-    sft_options = {k: options[k] for k in SFT_DEFAULTS if k in options}
-    run = {**options, **SFT_DEFAULTS, **sft_options, "model": student, "data": [str(kept)], "out": str(out), "overwrite": False}
+    # sft's own defaults for what distill does not expose (LoRA alpha, eval data, ...).
+    run = {**SFT_DEFAULTS, **options, "model": student, "data": [str(kept)], "out": str(out), "overwrite": False}
     train(run, command="distill", teacher=Teacher(teacher, kd_weight) if kd_weight else None)
 
 

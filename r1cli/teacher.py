@@ -10,8 +10,13 @@ from r1cli.modeling import load_model, load_tokenizer
 
 
 def check_shared_tokenizer(teacher: str, student: str) -> None:
+    """Fail before any work when TEACHER and STUDENT cannot share a token-level KL."""
+    require_same_vocabulary(load_tokenizer(teacher), load_tokenizer(student), teacher, student)
+
+
+def require_same_vocabulary(teacher_tokenizer, student_tokenizer, teacher: str, student: str) -> None:
     """Token-level KL compares distributions token by token, so both must index the same vocabulary."""
-    teacher_vocab, student_vocab = load_tokenizer(teacher).get_vocab(), load_tokenizer(student).get_vocab()
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     if teacher_vocab != student_vocab:
         differ = len(set(teacher_vocab.items()) ^ set(student_vocab.items()))
         raise UserError(
@@ -27,8 +32,8 @@ class Teacher:
         self.vocab_size = 0
 
     def prepare(self, student_tokenizer, student_path: str, device: torch.device, dtype: torch.dtype) -> None:
-        check_shared_tokenizer(self.path, student_path)
-        network, _ = load_model(self.path, dtype=dtype)
+        network, teacher_tokenizer = load_model(self.path, dtype=dtype)
+        require_same_vocabulary(teacher_tokenizer, student_tokenizer, self.path, student_path)
         self.network = network.to(device).eval().requires_grad_(False)
         self.vocab_size = len(student_tokenizer)
 
