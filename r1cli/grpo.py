@@ -198,6 +198,7 @@ def grpo(
             if log_samples_every and (step + 1) % log_samples_every == 0:
                 _log_samples(samples_log, step + 1, groups[:2])
             done = step + 1
+            metrics_log.write(metrics)  # before the checkpoint: a run resumed from it must not lack this step's line
             if save_every and done % save_every == 0 and done < steps:
                 progress = {"step": done, "prompts_consumed": stream.consumed, "options": options}
                 ckpt.write_checkpoint(
@@ -207,7 +208,6 @@ def grpo(
                     lineage(step=done, metrics=metrics),
                 )
                 ckpt.prune_checkpoints(out, keep_checkpoints)
-            metrics_log.write(metrics)
             last = metrics
             bar.update(task, completed=done, status=format_status(metrics, STATUS_KEYS))
     metrics_log.close()

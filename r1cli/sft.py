@@ -143,9 +143,11 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
             }
             scheduler.step()
             done = step + 1
-            if run.save_every and done % run.save_every == 0 and done < total_steps:
-                if eval_rows:
-                    last["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, run.eval_batch_size)
+            saving = run.save_every and done % run.save_every == 0 and done < total_steps
+            if saving and eval_rows:
+                last["eval_loss"] = evaluate_loss(network, eval_rows, tokenizer.pad_token_id, target, compute_dtype, run.eval_batch_size)
+            metrics_log.write(last)  # before the checkpoint: a run resumed from it must not lack this step's line
+            if saving:
                 directory = ckpt.checkpoint_dir(out, done)
                 ckpt.write_checkpoint(
                     directory,
@@ -154,7 +156,6 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
                     lineage(done, last),
                 )
                 ckpt.prune_checkpoints(out, run.keep_checkpoints)
-            metrics_log.write(last)
             bar.update(task, completed=done, status=format_status(last, ("loss", "lr", "grad_norm", "tokens_per_s")))
     metrics_log.close()
 
