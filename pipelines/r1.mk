@@ -30,7 +30,7 @@ $(RUN_DIR)/r1-sft/r1.json: $(call done,$(BASE)) $(RUN_DIR)/rejection/mix.jsonl
 
 # 6. Final RL on reasoning and general prompts: rule rewards plus the preference reward.
 $(RUN_DIR)/rejection/rl-prompts.jsonl: $(PROMPTS) $(GENERAL_PROMPTS)
-	$(R1) mix $(PROMPTS):3 $(GENERAL_PROMPTS):1 --total 2000 --out $@ --seed $(TOY_SEED)
+	$(R1) mix $(PROMPTS):3 $(GENERAL_PROMPTS):1 --total $(FINAL_PROMPTS_TOTAL) --out $@ --seed $(TOY_SEED)
 
 $(RUN_DIR)/r1/r1.json: $(RUN_DIR)/r1-sft/r1.json $(RUN_DIR)/rejection/rl-prompts.jsonl
 	$(R1) grpo $(RUN_DIR)/r1-sft $(RUN_DIR)/rejection/rl-prompts.jsonl --out $(RUN_DIR)/r1 \
