@@ -18,7 +18,7 @@ from functools import partial
 
 from r1cli.answers import extract_answer, gold_answer, split_completion
 from r1cli.errors import UserError
-from r1cli.sandbox import run_python
+from r1cli.sandbox import Limits, TestSuite, run_tests
 
 Reward = Callable[[dict], "float | None"]
 BUILT_IN = ("accuracy", "format", "tags", "language", "overlong", "length", "repetition", "code")
@@ -152,38 +152,37 @@ def repetition(record: dict, ngram: int) -> float:
 
 
 FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)```", re.DOTALL)
-PASSED_MARK = "__r1_passed__"
 
 
 def code(record: dict, timeout: float, memory_mb: int) -> float | None:
-    """Run the response's last fenced Python block against the record's tests.
+    """Run the response's last fenced Python block against the record's tests (r1cli.sandbox).
 
-    HumanEval records (`test`, `entry_point`): the prompt, the block and the tests, then
-    `check(entry_point)`: 1 or 0. MBPP records (`test_list`): the share of asserts that pass.
+    HumanEval records (`test`, `entry_point`): the prompt and the block are the solution, the
+    tests' `check(entry_point)` runs in the judge: 1 or 0. MBPP records (`test_list`): the share
+    of asserts that pass. A program that does not finish, exits early or returns anything but
+    plain values fails.
     """
     _, response = reasoning_and_response(record)
     blocks = FENCE.findall(response)
+    limits = Limits(timeout=timeout, memory_mb=memory_mb)
     if "test" in record and "entry_point" in record:
         if not blocks:
             return 0.0
-        block = blocks[-1]
+        block, entry_point = blocks[-1], record["entry_point"]
         prompt = record.get("prompt", "") if isinstance(record.get("prompt"), str) else ""
         # A block that defines the function replaces the prompt's stub; one that does not is its body.
-        head = prompt + "    pass\n" if f"def {record['entry_point']}" in block else prompt
-        program = f"{head}\n{block}\n\n{record['test']}\n\ncheck({record['entry_point']})\n"
-        return float(run_python(program, timeout=timeout, memory_mb=memory_mb).ok)
+        head = prompt + "    pass\n" if f"def {entry_point}" in block else prompt
+        suite = TestSuite(setup=prompt + "    pass\n", tests=(f"{record['test']}\n\ncheck({entry_point})\n",), names=(entry_point,))
+        return float(all(run_tests(f"{head}\n{block}\n", suite, limits).passed))
     if "test_list" in record:
         if not blocks:
             return 0.0
-        tests = list(record["test_list"])
         imports = "\n".join(record.get("test_imports") or [])
-        checks = "\n".join(
-            f"try:\n    exec({test!r}, globals())\n    passed += 1\nexcept BaseException:\n    pass" for test in tests
-        )
-        program = f"{imports}\n{blocks[-1]}\n\npassed = 0\n{checks}\nprint({PASSED_MARK!r}, passed)\n"
-        result = run_python(program, timeout=timeout, memory_mb=memory_mb)
-        found = re.search(rf"{PASSED_MARK} (\d+)", result.stdout)
-        return int(found.group(1)) / len(tests) if result.ok and found else 0.0
+        # The function under test: named by the record where it says (MBPP's `code_header`),
+        # else every name the asserts call that neither the imports nor Python define.
+        header = re.match(r"\s*def\s+(\w+)", record.get("code_header") or "")
+        suite = TestSuite(setup=imports, tests=tuple(record["test_list"]), names=(header.group(1),) if header else None)
+        return run_tests(f"{imports}\n{blocks[-1]}\n", suite, limits).share
     return None
 
 

@@ -1,70 +1,255 @@
-"""Running untrusted Python (model-written code) in a separate process with time and memory limits.
+"""Running model-written code against tests, so that only a correct program can pass.
 
-Each program runs in a fresh temporary directory, in its own process session, with an address
-space limit; on timeout the whole process group is killed, so children it forked go too.
-This is isolation against accidents (infinite loops, fork storms, runaway allocation), not a
-security boundary against a determined adversary: use a container for that.
+Written by hand because it is the product: an RL policy searches for any way to be paid, and a
+code reward it can satisfy without solving the task (exit early, print the pass marker, return
+an object equal to everything, read the expected values, kill its scorer) would be found.
+
+Each check runs `sandbox_judge.py` in fresh Linux namespaces (`unshare` from util-linux): no
+network, a PID namespace (nothing outlives the check; the scorer cannot be signalled), a private
+filesystem root holding only the system directories and the interpreter, read-only, and a
+private /tmp; an empty environment; the solution as an unprivileged user apart from the judge;
+limits on address space per process, processes (so the tree's memory is bounded by
+processes x memory), CPU, file size and open files; and a wall-clock limit on the whole check.
+Inside, a judge process runs the tests and calls the solution's functions in another process
+through a pipe; only plain builtin values cross, so every comparison is Python's own. The
+judge alone holds the report pipe, and reports once, after every test ran, with a per-check
+random nonce: an early exit, a crash or a timeout is a failure, never a pass.
+
+Where namespaces are not available (not Linux, no `unshare`, or a kernel or container that
+forbids them), the same judge and worker run as plain processes, with the limits and the
+empty environment but without network, filesystem and PID isolation; a warning says so once.
+What remains possible even with namespaces: a program that solves the task only for the
+tests' inputs (hard-coding outputs it can infer from the prompt), and attacks on the kernel.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
-import resource
+import secrets
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from r1cli.console import warn
+
+JUDGE = Path(__file__).with_name("sandbox_judge.py")
+MODES = ("root", "userns", "plain")
+FIRST_SANDBOX_UID = 0x30000  # ids of nobody's account, far above any ordinary user's
+_uids = itertools.count()
+_mode_lock = threading.Lock()
+_mode: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float = 10.0  # seconds for the whole check, wall clock
+    memory_mb: int = 1024  # address space of each process
+    processes: int = 8  # processes and threads of the solution's user at once
+    file_mb: int = 16  # largest file the solution may write
+    tmp_mb: int = 64  # the private filesystem (its /tmp included)
+
+
+@dataclass(frozen=True)
+class TestSuite:
+    """What the judge runs: SETUP (trusted code: imports, the prompt's helper functions), then
+    each of TESTS in the same namespace. NAMES are the solution's functions the tests call;
+    None: every name the tests read that neither the setup nor Python defines."""
+
+    setup: str
+    tests: tuple[str, ...]
+    names: tuple[str, ...] | None = None
 
 
 @dataclass
-class RunResult:
-    returncode: int | None  # None: killed at the time limit
-    stdout: str
-    stderr: str
+class CheckResult:
+    passed: list[bool]  # one per test; all False when the check produced no trusted report
+    reported: bool  # whether the judge's report arrived (False: timeout, crash, setup failure)
 
     @property
-    def ok(self) -> bool:
-        return self.returncode == 0
+    def share(self) -> float:
+        return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
 
-def _limit(memory_bytes: int, cpu_seconds: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def run_tests(program: str, suite: TestSuite, limits: Limits = Limits()) -> CheckResult:
+    """Run PROGRAM (the solution) and SUITE in the sandbox; each test's outcome."""
+    mode = isolation_mode()
+    report = _run(program, suite, limits, mode)
+    if report is not None and "setup_error" in report:  # namespaces exist but cannot be used
+        _fall_back(f"setting up the sandbox failed ({report['setup_error']})")
+        report = _run(program, suite, limits, "plain")
+    failed = [False] * len(suite.tests)
+    if report is None or report.get("complete") is not True:
+        return CheckResult(failed, reported=False)
+    passed = report.get("passed")
+    if not isinstance(passed, list) or len(passed) != len(suite.tests) or not all(isinstance(p, bool) for p in passed):
+        return CheckResult(failed, reported=False)
+    return CheckResult(passed, reported=True)
 
-    return apply
+
+# ---------------------------------------------------------------- isolation mode
 
 
-def run_python(program: str, *, timeout: float = 10.0, memory_mb: int = 1024) -> RunResult:
-    """Run PROGRAM with `python -I` (no site dirs, no PYTHON* variables) under the limits."""
-    with tempfile.TemporaryDirectory(prefix="r1-sandbox-") as workdir:
-        path = os.path.join(workdir, "program.py")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(program)
+def isolation_mode() -> str:
+    """`root` or `userns` where Linux namespaces work here (checked once per process), else `plain`."""
+    with _mode_lock:
+        if "mode" not in _mode:
+            forced = os.environ.get("R1_SANDBOX")
+            if forced in MODES:
+                _mode["mode"] = forced
+            else:
+                _mode["mode"] = _probe()
+        return _mode["mode"]
+
+
+def _probe() -> str:
+    if not sys.platform.startswith("linux"):
+        return _fallback_mode("namespaces are Linux's")
+    if shutil.which("unshare") is None:
+        return _fallback_mode("`unshare` (util-linux) is not installed")
+    mode = "root" if os.geteuid() == 0 else "userns"
+    suite = TestSuite(setup="", tests=("assert f() == 1",), names=("f",))
+    report = _run("def f():\n    return 1\n", suite, Limits(timeout=20), mode)
+    if report is None:
+        return _fallback_mode("`unshare` could not start the sandbox")
+    if "setup_error" in report:
+        return _fallback_mode(f"setting up the sandbox failed: {report['setup_error']}")
+    if report.get("passed") != [True]:
+        return _fallback_mode("the sandbox did not run a trivial check")
+    return mode
+
+
+def _fallback_mode(reason: str) -> str:
+    warn(
+        f"code sandbox without Linux namespaces ({reason}): programs run as this user with time, memory, "
+        "process and file limits and an empty environment, but with network access, a view of this "
+        "machine's files, and the power to signal other processes of this user"
+    )
+    return "plain"
+
+
+def _fall_back(reason: str) -> None:
+    with _mode_lock:
+        if _mode.get("mode") != "plain":
+            _mode["mode"] = _fallback_mode(reason)
+
+
+# ---------------------------------------------------------------- one check
+
+
+def _run(program: str, suite: TestSuite, limits: Limits, mode: str) -> dict | None:
+    """Start the judge, send it the request, wait for its report (or the deadline)."""
+    nonce = secrets.token_hex(16)
+    uid = FIRST_SANDBOX_UID + 2 * ((os.getpid() * 1024 + next(_uids)) % 200_000)
+    python = os.path.realpath(sys.executable)
+    workdir = tempfile.mkdtemp(prefix=f"r1-sandbox-{os.getpid()}-") if mode == "plain" else None
+    settings = {  # how to isolate: on the command line, nothing secret
+        "mode": mode, "uid": uid, "workdir": workdir,
+        "python_prefixes": sorted({os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}),
+        "limits": {"timeout": limits.timeout, "memory_mb": limits.memory_mb, "processes": limits.processes,
+                   "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb},
+    }
+    request = {  # what to check: on stdin, read by the judge only after the solution's process exists
+        "nonce": nonce, "program": program,
+        "suite": {"setup": suite.setup, "tests": list(suite.tests), "names": None if suite.names is None else list(suite.names)},
+    }
+    report_r, report_w = os.pipe()
+    settings["report_fd"] = report_w
+    command = [python, "-I", "-S", str(JUDGE), json.dumps(settings)]
+    if mode in ("root", "userns"):
+        flags = ["--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child", "--propagation", "private"]
+        if mode == "userns":
+            flags = ["--user", "--map-root-user", *flags]
+        command = [shutil.which("unshare") or "unshare", *flags, *command]
+    try:
         process = subprocess.Popen(
-            [sys.executable, "-I", path],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_limit(memory_mb * 1024 * 1024, int(timeout) + 1),
-            env={"PATH": os.environ.get("PATH", ""), "HOME": workdir, "TMPDIR": workdir},
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(report_w,), env={}, cwd=workdir or "/", start_new_session=True,
         )
+    except OSError:
+        os.close(report_r)
+        os.close(report_w)
+        _remove(workdir)
+        return None
+    os.close(report_w)
+    deadline = time.monotonic() + limits.timeout
+    try:
         try:
-            stdout, stderr = process.communicate(timeout=timeout)
-            return RunResult(process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"))
-        except subprocess.TimeoutExpired:
-            return RunResult(None, "", "timed out")
-        finally:
-            _kill_group(process)
+            process.stdin.write(json.dumps(request).encode("utf-8"))
+            process.stdin.close()
+        except OSError:
+            pass
+        data = _read_until(report_r, deadline)
+    finally:
+        os.close(report_r)
+        _stop(process)
+        _remove(workdir)
+    try:
+        report = json.loads(data) if data else None
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or report.get("nonce") != nonce:
+        return None
+    return report
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _read_until(fd: int, deadline: float, limit: int = 1 << 20) -> bytes:
+    """What arrives on FD until its writer closes it, the deadline passes, or LIMIT bytes."""
+    chunks, size = [], 0
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b""  # a report that did not finish in time does not count
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return b""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Kill what is left: `unshare --kill-child` takes the namespace's PID 1, and with it every
+    process of the check; without namespaces, the process group."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     process.wait()
+
+
+def _remove(workdir: str | None) -> None:
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def remove_stale_workdirs() -> None:
+    """Working directories of plain-mode checks whose r1 process died (a kill mid-check)."""
+    for path in Path(tempfile.gettempdir()).glob("r1-sandbox-*-*"):
+        try:
+            pid = int(path.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
