@@ -8,6 +8,7 @@ examples are packed into one row no example is trained to predict across the bou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -52,70 +53,191 @@ def resolve_template(template: str, tokenizer) -> str:
     return template
 
 
-def encode_records(records: list[Record], tokenizer, *, template: str, max_length: int) -> list[Example]:
-    """Encode training records in order; `text` records are tokenized in one batch for speed."""
+def encode_records(
+    records: list[Record], tokenizer, *, template: str, max_length: int, stop_ids: Iterable[int] = ()
+) -> list[Example]:
+    """Encode training records in order; `text` records are tokenized in one batch for speed.
+
+    A conversation gives one example, or one per assistant turn where its template does not
+    render it incrementally (see `_encode_chat`), so there can be more examples than records.
+    STOP_IDS are token ids, besides the tokenizer's EOS, that end an assistant turn.
+    """
     kinds = [training_kind(record) for record in records]
     texts = [record["text"] for record, kind in zip(records, kinds) if kind == "text"]
     text_ids = iter(tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else [])
+    stops = frozenset({tokenizer.eos_token_id, *stop_ids})
     examples = []
     for record, kind in zip(records, kinds):
         if kind == "text":
             ids = _with_eos(list(next(text_ids)), tokenizer)
-            example = Example(ids, list(ids))
+            encoded = [Example(ids, list(ids))]
         elif kind == "messages":
-            example = _encode_chat(record, record["messages"], tokenizer, template)
+            encoded = _encode_chat(record, record["messages"], tokenizer, template, stops)
         else:
-            example = _encode_prompt_completion(record, tokenizer, template)
-        examples.append(_truncate(example, max_length))
+            encoded = _encode_prompt_completion(record, tokenizer, template, stops)
+        examples.extend(_truncate(example, max_length) for example in encoded)
     return examples
 
 
-def _encode_prompt_completion(record: Record, tokenizer, template: str) -> Example:
+def _encode_prompt_completion(
+    record: Record, tokenizer, template: str, stops: frozenset[int]
+) -> list[Example]:
     prompt, completion = record["prompt"], record["completion"]
     if template == "chat":
         turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return _encode_chat(record, [*turns, {"role": "assistant", "content": completion}], tokenizer, template)
+        return _encode_chat(record, [*turns, {"role": "assistant", "content": completion}], tokenizer, template, stops)
     if isinstance(prompt, list):
         raise UserError(f"{record.where}: a chat-message prompt needs --template chat")
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     completion_ids = _with_eos(tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer)
-    return Example(prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids)
+    return [Example(prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids)]
 
 
-def _encode_chat(record: Record, messages: list[dict], tokenizer, template: str) -> Example:
-    """Tokens of the rendered conversation, with labels on each assistant turn only.
+# ---------------------------------------------------------------- chat: what the model generates
 
-    An assistant turn's tokens are found by rendering the conversation up to it (with the
-    generation prompt) and through it: the tokens in between are the turn, end-of-turn included.
+# Stands in for an assistant turn's content when a template is probed for what it writes around it.
+CONTENT_PROBE = "R1CLI_ASSISTANT_CONTENT_PROBE"
+
+
+@dataclass
+class AssistantTurn:
+    """One assistant turn as the model meets it at inference.
+
+    `context` is the template's rendering of the conversation before the turn, generation prompt
+    included; `target` is what the model should write after it: the turn's content as given (less
+    any start of it the generation prompt already wrote) and the template's end of turn.
+    """
+
+    context: list[int]
+    target: list[int]
+
+
+@dataclass
+class TurnFrame:
+    """What a chat template writes around an assistant turn's content, found by rendering a probe.
+
+    `generation_prompt` is the template's rendering of the conversation before the turn with the
+    generation prompt (for a turn that opens the conversation, which cannot be rendered empty, the
+    template's own lead-in to the turn); `forced_prefix` is the part of it that starts the reply
+    (DeepSeek-R1-Distill ends its prompt with "<think>\\n", which the model continues after);
+    `terminator` is the token ids the template writes right after the content, through the first
+    stop token (or, for a template that writes none, what it writes there and then EOS).
+    """
+
+    generation_prompt: str
+    forced_prefix: str
+    terminator: list[int]
+
+
+def _encode_chat(
+    record: Record, messages: list[dict], tokenizer, template: str, stops: frozenset[int]
+) -> list[Example]:
+    """Examples of a conversation whose loss covers exactly what the model generates in each
+    assistant turn: its content as given, think block included, and the end of turn.
+
+    Templates that render a conversation incrementally (each assistant turn's context is the
+    previous turn's context and target, then the messages in between, token for token) give one
+    example labelled on every assistant turn. Templates that rewrite earlier turns (those of
+    DeepSeek-R1-Distill and Qwen3 drop the reasoning of assistant turns in the history) give one
+    example per assistant turn, each with the context its template shows the model at inference.
+    An example ends with the last token it trains: messages after it add no loss.
     """
     if template != "chat":
         raise UserError(f"{record.where}: 'messages' records need a chat template (--template chat)")
-    full_ids = _render(messages, tokenizer, generation_prompt=False)
-    labels = [IGNORE] * len(full_ids)
-    last_end = 0
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(_render(messages[:index], tokenizer, generation_prompt=True))
-        through = _render(messages[: index + 1], tokenizer, generation_prompt=False)
-        if full_ids[: len(through)] != through or start > len(through):
-            raise UserError(
-                f"{record.where}: the tokenizer's chat template does not render this conversation "
-                "incrementally, so its assistant tokens cannot be located"
-            )
-        labels[start : len(through)] = through[start:]
-        last_end = len(through)
-    if tokenizer.eos_token_id not in labels[:last_end]:
-        full_ids.insert(last_end, tokenizer.eos_token_id)
-        labels.insert(last_end, tokenizer.eos_token_id)
-    return Example(full_ids, labels)
+    turns = [
+        _assistant_turn(record, messages, index, tokenizer, stops)
+        for index, message in enumerate(messages)
+        if message["role"] == "assistant"
+    ]
+    if all(_extends(later.context, earlier.context + earlier.target) for earlier, later in zip(turns, turns[1:])):
+        return [_labelled_example(turns)]
+    return [_labelled_example([turn]) for turn in turns]
 
 
-def _render(messages: list[dict], tokenizer, *, generation_prompt: bool) -> list[int]:
-    if not messages:  # an assistant turn that opens the conversation: nothing precedes it
-        return []
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def _assistant_turn(
+    record: Record, messages: list[dict], index: int, tokenizer, stops: frozenset[int]
+) -> AssistantTurn:
+    frame = _turn_frame(record, messages, index, tokenizer, stops)
+    content = messages[index]["content"]
+    if not content.startswith(frame.forced_prefix):
+        raise UserError(
+            f"{record.where}: message {index + 1} (assistant) must start with {frame.forced_prefix!r}: the chat "
+            f"template's generation prompt already ends with it and the model continues from there "
+            f"(the content starts {content[:24]!r})"
+        )
+    reply = content[len(frame.forced_prefix) :]
+    return AssistantTurn(
+        context=_tokens(frame.generation_prompt, tokenizer),
+        target=_tokens(reply, tokenizer) + frame.terminator,
+    )
+
+
+def _turn_frame(
+    record: Record, messages: list[dict], index: int, tokenizer, stops: frozenset[int]
+) -> TurnFrame:
+    """How the template frames assistant turn INDEX: the conversation before it rendered with the
+    generation prompt, compared with the conversation rendered through a probe content there."""
+    probe = {**messages[index], "content": CONTENT_PROBE}
+    probed = _render_text(record, [*messages[:index], probe], tokenizer, generation_prompt=False)
+    if probed.count(CONTENT_PROBE) != 1:
+        raise UserError(
+            f"{record.where}: the tokenizer's chat template does not write an assistant turn's content "
+            "as given, so its tokens cannot be located"
+        )
+    lead_in, after = probed.split(CONTENT_PROBE)
+    prompt = _render_text(record, messages[:index], tokenizer, generation_prompt=True) if index else lead_in
+    if prompt.startswith(lead_in):
+        forced_prefix = prompt[len(lead_in) :]
+    elif lead_in.startswith(prompt):
+        # The template writes more before a turn than its generation prompt does (Qwen3's empty
+        # think block, for content without one): the model writes that part itself, as content.
+        forced_prefix = ""
+    else:
+        raise UserError(
+            f"{record.where}: the tokenizer's chat template renders an assistant turn after a different prefix "
+            "than its generation prompt, so the turn's context at inference cannot be known"
+        )
+    return TurnFrame(prompt, forced_prefix, _terminator(_tokens(after, tokenizer), stops, tokenizer))
+
+
+def _terminator(after: list[int], stops: frozenset[int], tokenizer) -> list[int]:
+    """The end of turn: the tokens after the content through the first stop token, where the model
+    stops; a template that writes no stop token there gets EOS appended, so the model learns to stop."""
+    for position, token in enumerate(after):
+        if token in stops:
+            return after[: position + 1]
+    return [*after, tokenizer.eos_token_id]
+
+
+def _extends(ids: list[int], prefix: list[int]) -> bool:
+    return ids[: len(prefix)] == prefix
+
+
+def _labelled_example(turns: list[AssistantTurn]) -> Example:
+    """The last turn's context and target, labelled on every turn's target; each earlier turn's
+    context and target must be a prefix of the later turns' contexts."""
+    last = turns[-1]
+    input_ids = last.context + last.target
+    labels = [IGNORE] * len(input_ids)
+    for turn in turns:
+        start = len(turn.context)
+        labels[start : start + len(turn.target)] = turn.target
+    return Example(input_ids, labels)
+
+
+def _render_text(record: Record, messages: list[dict], tokenizer, *, generation_prompt: bool) -> str:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as error:
+        raise UserError(
+            f"{record.where}: the tokenizer's chat template cannot render this conversation ({error})"
+        ) from None
+
+
+def _tokens(text: str, tokenizer) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
 def _with_eos(ids: list[int], tokenizer) -> list[int]:

@@ -1,5 +1,9 @@
+from pathlib import Path
+
+import pytest
 from transformers import AutoTokenizer
 
+from r1cli.errors import UserError
 from r1cli.records import Record
 from r1cli.sft_data import IGNORE, StepPlan, collate, encode_records, to_rows
 from r1cli.toy.tokenizer import TOKENIZER_DIR, build_tokenizer
@@ -50,6 +54,118 @@ def test_eos_appended_when_the_template_does_not_end_turns_with_it():
     tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
     example = encode_records([Record.at({"prompt": "hi", "completion": "yo"}, "t:1")], tokenizer, template="chat", max_length=64)[0]
     assert example.input_ids[-1] == tokenizer.eos_token_id and example.labels[-1] == tokenizer.eos_token_id
+
+
+# ---------------------------------------------------------------- public chat templates with reasoning
+
+CHAT_TEMPLATES = Path(__file__).parent / "assets" / "chat_templates"
+
+
+def template_tokenizer(template_file: str, *, eos: str, bos: str | None = None, tokens: tuple[str, ...] = ()):
+    """The toy tokenizer with a public model's chat template and the special tokens it writes."""
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer.add_tokens(list(tokens), special_tokens=True)
+    tokenizer.add_special_tokens({"eos_token": eos, **({"bos_token": bos} if bos else {})})
+    tokenizer.chat_template = (CHAT_TEMPLATES / template_file).read_text(encoding="utf-8")
+    return tokenizer
+
+
+R1_DISTILL = template_tokenizer(
+    "deepseek-r1-distill-qwen.jinja", eos="<｜end▁of▁sentence｜>", bos="<｜begin▁of▁sentence｜>", tokens=("<｜User｜>", "<｜Assistant｜>")
+)
+QWEN3 = template_tokenizer("qwen3.jinja", eos="<|im_end|>", tokens=("<|im_start|>",))
+
+REASONING_CHAT = [
+    {"role": "user", "content": "Tom has 3 pens, gets 1. How many pens now?"},
+    {"role": "assistant", "content": "<think>\n3 plus 1 is 4.\n</think>\n\nThe answer is \\boxed{4}."},
+    {"role": "user", "content": "And with 2 more?"},
+    {"role": "assistant", "content": "<think>\n4 plus 2 is 6.\n</think>\n\nThe answer is \\boxed{6}."},
+]
+
+
+def labelled_spans(example) -> list[tuple[int, list[int]]]:
+    """(start, token ids) of each run of labelled tokens; labels are the input ids they sit on."""
+    spans, start = [], None
+    for position, label in enumerate([*example.labels, IGNORE]):
+        if label != IGNORE and start is None:
+            start = position
+        elif label == IGNORE and start is not None:
+            spans.append((start, example.labels[start:position]))
+            start = None
+    assert all(example.input_ids[s : s + len(ids)] == ids for s, ids in spans)
+    return spans
+
+
+def prompt_ids(tokenizer, messages) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize(
+    ("tokenizer", "forced_prefix", "examples_expected"),
+    [(TOKENIZER, "", 1), (R1_DISTILL, "<think>\n", 2), (QWEN3, "", 2)],
+    ids=["toy", "deepseek-r1-distill-qwen", "qwen3"],
+)
+@pytest.mark.parametrize("turns", [2, 4], ids=["single-turn", "multi-turn"])
+def test_loss_covers_exactly_what_the_model_generates_after_the_generation_prompt(tokenizer, forced_prefix, examples_expected, turns):
+    messages = REASONING_CHAT[:turns]
+    examples = encode_records([Record.at({"messages": messages}, "t.jsonl:1")], tokenizer, template="chat", max_length=512)
+    # The toy template renders history as it was written: one example trains both turns. R1-Distill and
+    # Qwen3 drop the reasoning of earlier turns, so each turn is an example with the context it gets.
+    assert len(examples) == (1 if turns == 2 else examples_expected)
+    trained = [(example, start, ids) for example in examples for start, ids in labelled_spans(example)]
+    assistant_turns = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+    assert len(trained) == len(assistant_turns)
+    for (example, start, ids), index in zip(trained, assistant_turns):
+        assert tokenizer.decode(ids) == messages[index]["content"].removeprefix(forced_prefix) + tokenizer.eos_token
+        assert example.input_ids[:start] == prompt_ids(tokenizer, messages[:index])
+    for example in examples:  # each ends with the last token it trains
+        last_start, last_ids = labelled_spans(example)[-1]
+        assert len(example.input_ids) == last_start + len(last_ids)
+    if forced_prefix:
+        assert tokenizer.decode(prompt_ids(tokenizer, messages[:1])).endswith(forced_prefix)
+
+
+def test_r1_distill_trains_each_turn_with_its_reasoning_and_the_history_it_sees():
+    examples = encode_records([Record.at({"messages": REASONING_CHAT}, "t.jsonl:1")], R1_DISTILL, template="chat", max_length=512)
+    assert len(examples) == 2 and "3 plus 1 is 4." in R1_DISTILL.decode(labelled_spans(examples[0])[0][1])
+    ((start, ids),) = labelled_spans(examples[1])
+    context, trained = R1_DISTILL.decode(examples[1].input_ids[:start]), R1_DISTILL.decode(ids)
+    assert "4 plus 2 is 6." in trained and "3 plus 1 is 4." not in context  # history without its reasoning, as at inference
+    assert context.endswith("The answer is \\boxed{4}.<｜end▁of▁sentence｜><｜User｜>And with 2 more?<｜Assistant｜><think>\n")
+
+
+def test_a_history_the_template_keeps_verbatim_is_one_example_on_every_turn():
+    answers = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Again."}, {"role": "assistant", "content": "Hi again."}]
+    (example,) = encode_records([Record.at({"messages": answers}, "t.jsonl:1")], QWEN3, template="chat", max_length=512)
+    assert [QWEN3.decode(ids) for _, ids in labelled_spans(example)] == ["Hi.<|im_end|>", "Hi again.<|im_end|>"]
+
+
+def test_prompt_completion_records_in_chat_mode_continue_after_the_forced_prefix():
+    completion = REASONING_CHAT[1]["content"]
+    (example,) = encode_records([Record.at({"prompt": REASONING_CHAT[0]["content"], "completion": completion}, "t.jsonl:1")], R1_DISTILL, template="chat", max_length=512)
+    ((start, ids),) = labelled_spans(example)
+    assert R1_DISTILL.decode(ids) == completion.removeprefix("<think>\n") + "<｜end▁of▁sentence｜>"
+    assert example.input_ids[:start] == prompt_ids(R1_DISTILL, REASONING_CHAT[:1])
+
+
+def test_stop_ids_end_a_turn_whose_terminator_is_not_the_eos():
+    tokenizer = template_tokenizer("qwen3.jinja", eos="<|end|>", tokens=("<|im_start|>", "<|im_end|>"))
+    record = Record.at({"prompt": "Say hi.", "completion": "Hi."}, "t.jsonl:1")
+    (plain,) = encode_records([record], tokenizer, template="chat", max_length=64)
+    (stopped,) = encode_records([record], tokenizer, template="chat", max_length=64, stop_ids=[tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    assert tokenizer.decode(labelled_spans(plain)[0][1]) == "Hi.<|im_end|>\n<|end|>"  # no stop token there: EOS appended
+    assert tokenizer.decode(labelled_spans(stopped)[0][1]) == "Hi.<|im_end|>"
+
+
+def test_templates_that_cannot_be_followed_give_one_clear_error():
+    no_think = {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}]}
+    with pytest.raises(UserError, match=r"^t\.jsonl:1: message 2 \(assistant\) must start with '<think>\\n': the chat template's generation prompt"):
+        encode_records([Record.at(no_think, "t.jsonl:1")], R1_DISTILL, template="chat", max_length=64)
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|user|>{% endif %}"
+    with pytest.raises(UserError, match=r"^t\.jsonl:1: the tokenizer's chat template renders an assistant turn after a different prefix than its generation prompt"):
+        encode_records([Record.at(no_think, "t.jsonl:1")], tokenizer, template="chat", max_length=64)
 
 
 def test_truncation_is_counted_and_packing_restarts_positions():
