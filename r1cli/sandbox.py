@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from r1cli.console import warn
+from r1cli.errors import UserError
 
 JUDGE = Path(__file__).with_name("sandbox_judge.py")
 MODES = ("root", "userns", "plain")
@@ -81,12 +82,10 @@ class CheckResult:
 
 def run_tests(program: str, suite: TestSuite, limits: Limits = Limits()) -> CheckResult:
     """Run PROGRAM (the solution) and SUITE in the sandbox; each test's outcome."""
-    mode = isolation_mode()
-    report = _run(program, suite, limits, mode)
-    if report is not None and "setup_error" in report:  # namespaces exist but cannot be used
-        _fall_back(f"setting up the sandbox failed ({report['setup_error']})")
-        report = _run(program, suite, limits, "plain")
+    report = _run(program, suite, limits, isolation_mode())
     failed = [False] * len(suite.tests)
+    # No report, a setup error (the probe succeeded, so the check itself caused it), or anything
+    # but a complete one: a failure. Nothing a program does can switch the sandbox off.
     if report is None or report.get("complete") is not True:
         return CheckResult(failed, reported=False)
     passed = report.get("passed")
@@ -102,6 +101,7 @@ def isolation_mode() -> str:
     """`root` or `userns` where Linux namespaces work here (checked once per process), else `plain`."""
     with _mode_lock:
         if "mode" not in _mode:
+            remove_stale_workdirs()
             forced = os.environ.get("R1_SANDBOX")
             if forced in MODES:
                 _mode["mode"] = forced
@@ -130,16 +130,19 @@ def _probe() -> str:
 def _fallback_mode(reason: str) -> str:
     warn(
         f"code sandbox without Linux namespaces ({reason}): programs run as this user with time, memory, "
-        "process and file limits and an empty environment, but with network access, a view of this "
-        "machine's files, and the power to signal other processes of this user"
+        "process and file limits and an empty environment, but with network access, this machine's files "
+        "(they can change r1 itself), other processes of this user within reach, and the means to forge "
+        "their own score; `r1 grpo` refuses the code reward here unless R1_SANDBOX=plain is set"
     )
     return "plain"
 
 
-def _fall_back(reason: str) -> None:
-    with _mode_lock:
-        if _mode.get("mode") != "plain":
-            _mode["mode"] = _fallback_mode(reason)
+def require_isolation(what: str) -> None:
+    """Refuse WHAT (training against the code reward) where a program could forge its score,
+    unless the user chose to run without namespaces (R1_SANDBOX=plain)."""
+    if isolation_mode() == "plain" and os.environ.get("R1_SANDBOX") != "plain":
+        raise UserError(f"{what}: the code sandbox needs Linux namespaces (`unshare`), which are not available here, and "
+                        "without them a policy can learn to forge its score; set R1_SANDBOX=plain to train anyway")
 
 
 # ---------------------------------------------------------------- one check
@@ -151,8 +154,9 @@ def _run(program: str, suite: TestSuite, limits: Limits, mode: str) -> dict | No
     uid = FIRST_SANDBOX_UID + 2 * ((os.getpid() * 1024 + next(_uids)) % 200_000)
     python = os.path.realpath(sys.executable)
     workdir = tempfile.mkdtemp(prefix=f"r1-sandbox-{os.getpid()}-") if mode == "plain" else None
+    cgroups = _make_cgroups(limits) if mode != "plain" else []
     settings = {  # how to isolate: on the command line, nothing secret
-        "mode": mode, "uid": uid, "workdir": workdir,
+        "mode": mode, "uid": uid, "workdir": workdir, "cgroups": cgroups,
         "python_prefixes": sorted({os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}),
         "limits": {"timeout": limits.timeout, "memory_mb": limits.memory_mb, "processes": limits.processes,
                    "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb},
@@ -192,9 +196,10 @@ def _run(program: str, suite: TestSuite, limits: Limits, mode: str) -> dict | No
         os.close(report_r)
         _stop(process)
         _remove(workdir)
+        _remove_cgroups(cgroups)
     try:
         report = json.loads(data) if data else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(report, dict) or report.get("nonce") != nonce:
         return None
@@ -234,15 +239,85 @@ def _remove(workdir: str | None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- cgroups, where writable
+#
+# A control group per check bounds the memory and the processes of its whole tree (rather than
+# each process's address space times the process cap). cgroup v1's memory and pids hierarchies,
+# or a cgroup v2 root that delegates both, writable only by root in practice.
+
+CGROUP_V1 = {"memory": "/sys/fs/cgroup/memory", "pids": "/sys/fs/cgroup/pids"}
+CGROUP_V2 = "/sys/fs/cgroup"
+_cgroup_layout: dict[str, str] = {}
+_cgroup_lock = threading.Lock()
+_cgroup_names = itertools.count()
+
+
+def _cgroup_kind() -> str:
+    with _cgroup_lock:
+        if "kind" not in _cgroup_layout:
+            _cgroup_layout["kind"] = _probe_cgroups()
+        return _cgroup_layout["kind"]
+
+
+def _probe_cgroups() -> str:
+    if all(os.access(path, os.W_OK) and os.path.isfile(f"{path}/cgroup.procs") for path in CGROUP_V1.values()):
+        return "v1"
+    controllers = Path(CGROUP_V2, "cgroup.subtree_control")
+    if controllers.is_file() and {"memory", "pids"} <= set(controllers.read_text().split()) and os.access(CGROUP_V2, os.W_OK):
+        return "v2"
+    return "none"
+
+
+def _make_cgroups(limits: Limits) -> list[str]:
+    kind = _cgroup_kind()
+    if kind == "none":
+        return []
+    name = f"r1-sandbox-{os.getpid()}-{next(_cgroup_names)}"
+    memory = str(limits.memory_mb << 20)
+    if kind == "v1":
+        settings = {CGROUP_V1["memory"]: {"memory.limit_in_bytes": memory}, CGROUP_V1["pids"]: {"pids.max": str(limits.processes + 1)}}
+    else:
+        settings = {CGROUP_V2: {"memory.max": memory, "memory.swap.max": "0", "pids.max": str(limits.processes + 1)}}
+    made = []
+    try:
+        for root, values in settings.items():
+            path = os.path.join(root, name)
+            os.mkdir(path)
+            made.append(path)
+            for file, value in values.items():
+                if os.path.exists(os.path.join(path, file)):
+                    Path(path, file).write_text(value)
+    except OSError:
+        _remove_cgroups(made)
+        return []
+    return made
+
+
+def _remove_cgroups(paths: list[str]) -> None:
+    for path in paths:
+        for _ in range(50):  # the check's processes leave the group a moment after they are killed
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.01)
+
+
 def remove_stale_workdirs() -> None:
     """Working directories of plain-mode checks whose r1 process died (a kill mid-check)."""
-    for path in Path(tempfile.gettempdir()).glob("r1-sandbox-*-*"):
+    roots = [Path(tempfile.gettempdir()), *(Path(p) for p in (*CGROUP_V1.values(), CGROUP_V2))]
+    for path in (entry for root in roots if root.is_dir() for entry in root.glob("r1-sandbox-*-*")):
         try:
             pid = int(path.name.split("-")[2])
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
+            if path.parent == Path(tempfile.gettempdir()):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _remove_cgroups([str(path)])
 
 
 def _alive(pid: int) -> bool:

@@ -36,6 +36,9 @@ ST_TO_MS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_NOAT
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 24, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 LAST_CAPABILITY = 63
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 
 # ---------------------------------------------------------------- plain values across the pipe
 #
@@ -275,8 +278,14 @@ def build_root(root: str, python_prefixes: list[str], tmp_mb: int) -> None:
     os.makedirs(root + "/tmp")
     options = f"size={tmp_mb}m,mode=1777".encode()
     _check(libc.mount(b"tmpfs", (root + "/tmp").encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options), "mount /tmp")
+    # Make it the root and detach the host's: unlike chroot, nothing of the old tree stays
+    # reachable from this mount namespace (no `..` escape, whatever privileges remain).
+    os.chdir(root)
+    _check(libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/")
     flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
-    _check(libc.mount(None, root.encode(), None, flags, b"size=1m,mode=755"), "remount the root read-only")
+    _check(libc.mount(None, b"/", None, flags, b"size=1m,mode=755"), "remount the root read-only")
 
 
 def _bind_read_only(libc, source: str, target: str) -> None:
@@ -291,11 +300,24 @@ def _bind_read_only(libc, source: str, target: str) -> None:
     _check(libc.mount(None, target.encode(), None, flags, None), f"remount {source} read-only")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
 def drop_capabilities(libc) -> None:
-    """No capability survives the next exec (user-namespace mode, where only uid 0 is mapped)."""
+    """Every capability gone, now and after any exec (user-namespace mode, where the process
+    stays uid 0 of its namespace: without this it could mount /proc, trace the judge, chroot).
+    The bounding and ambient sets are emptied first (that needs CAP_SETPCAP), then the
+    effective, permitted and inheritable sets themselves, which apply at once."""
     for capability in range(LAST_CAPABILITY + 1):
         libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the kernel's last: ignored
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header, data = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    _check(libc.capset(ctypes.byref(header), data), "capset")
 
 
 def set_limits(memory_mb: int, cpu_seconds: int, processes: int, file_mb: int) -> None:
@@ -324,6 +346,7 @@ def become_worker(settings: dict) -> None:
     elif settings["mode"] == "userns":
         drop_capabilities(libc)
     if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # again: a change of user clears it
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     limits = settings["limits"]
     set_limits(limits["memory_mb"], int(limits["timeout"]) + 1, limits["processes"], limits["file_mb"])
@@ -343,6 +366,8 @@ def become_judge(settings: dict) -> None:
         drop_capabilities(libc)
     if libc is not None:
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem, fd or environ access for peers
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the scorer (a change of user cleared it)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     resource.setrlimit(resource.RLIMIT_AS, (settings["limits"]["memory_mb"] << 20,) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -351,11 +376,16 @@ def main(settings: dict) -> None:
     """SETTINGS (argv) say how to isolate; the request (stdin: the program, the tests and the
     nonce) is read only after the worker is forked, so its memory never holds the tests."""
     report_fd = settings["report_fd"]
+    # The whole check ends at its deadline even if the scorer that set it is gone (killed):
+    # as PID 1 of its namespace this process ignores signals it has no handler for, so set one.
+    signal.signal(signal.SIGALRM, lambda *_: os._exit(1))
+    signal.alarm(int(settings["limits"]["timeout"]) + 2)
     try:
+        for cgroup in settings.get("cgroups", []):  # the whole tree's memory and processes, where writable
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as handle:
+                handle.write("0")
         if settings["mode"] in ("root", "userns"):
             build_root("/tmp", settings["python_prefixes"], settings["limits"]["tmp_mb"])
-            os.chroot("/tmp")
-            os.chdir("/")
     except OSError as error:  # no worker exists: reading the request now is safe
         request = json.loads(sys.stdin.buffer.read())
         send_report(report_fd, {"nonce": request["nonce"], "setup_error": str(error)})
@@ -373,6 +403,7 @@ def main(settings: dict) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             os.dup2(1, 2)
             become_worker(settings)
+            signal.alarm(int(settings["limits"]["timeout"]) + 2)  # fork clears pending alarms
             worker_main(program_r, requests_r, replies_w)
         finally:
             os._exit(1)
@@ -381,7 +412,7 @@ def main(settings: dict) -> None:
     request = json.loads(sys.stdin.buffer.read())
     try:
         with os.fdopen(program_w, "wb") as program:
-            program.write(request["program"].encode("utf-8"))
+            program.write(request["program"].encode("utf-8", "replace"))
     except OSError:
         pass
     become_judge(settings)

@@ -41,7 +41,7 @@ def test_a_correct_solution_scores_1_and_a_wrong_one_0():
     assert score("def square(x):\n    return x * x", SQUARE) == 1.0
     assert score("def square(x):\n    return x + x", SQUARE) == 0.0
     assert score("def square(x):\n    return x * x", MBPP) == 1.0
-    assert score("def square(x):\n    return 9 if x == 3 else 0", MBPP) == pytest.approx(1 / 3)
+    assert score("def square(x):\n    return 9 if x == 3 else 0", MBPP) == 0.0  # one assert of three: no credit
     assert score("def probe():\n    return True") == 1.0
 
 
@@ -335,3 +335,184 @@ def test_a_program_that_never_finishes_fails_within_the_time_limit():
     started = time.time()
     assert score("import time\ndef probe():\n    time.sleep(100)", timeout=2) == 0.0
     assert time.time() - started < 5
+
+
+# ---------------------------------------------------------------- privileges inside (found by review)
+
+
+@namespaced
+def test_no_capability_is_left_to_mount_chroot_or_trace():
+    attack = """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        def probe():
+            if os.getpid() > 16:
+                return True
+            os.makedirs("/tmp/p", exist_ok=True)
+            mounted = libc.mount(b"proc", b"/tmp/p", b"proc", 0, None) == 0
+            try:
+                os.makedirs("/tmp/jail", exist_ok=True)
+                os.chroot("/tmp/jail")
+                rooted = True
+            except OSError:
+                rooted = False
+            traced = libc.ptrace(16, 1, None, None) == 0  # PTRACE_ATTACH to the judge
+            header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+            data = (ctypes.c_uint32 * 6)()
+            libc.capget(header, data)
+            return mounted or rooted or traced or any(data)
+    """
+    assert score(attack) == 0.0
+
+
+@namespaced
+def test_the_hosts_tree_is_detached_not_just_hidden(tmp_path):
+    # The classic chroot escape (a descriptor to /, chroot elsewhere, climb out) finds nothing.
+    target = tmp_path / "escaped"
+    attack = f"""
+        import os
+        def probe():
+            if os.getpid() > 16:
+                return True
+            try:
+                real = os.open("/", os.O_RDONLY)
+                os.makedirs("/tmp/jail", exist_ok=True)
+                os.chroot("/tmp/jail")
+                os.fchdir(real)
+                for _ in range(64):
+                    os.chdir("..")
+                os.chroot(".")
+            except OSError:
+                pass
+            found = os.path.exists("{tmp_path}") or os.path.exists("/etc/passwd") or os.path.exists("/work")
+            try:
+                open("{target}", "w").write("x")
+                found = True
+            except OSError:
+                pass
+            return found
+    """
+    assert score(attack) == 0.0 and not target.exists()
+
+
+@namespaced
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the attack sets x86-64 registers")
+def test_forging_the_report_through_proc_and_ptrace_fails():
+    # With privileges it should not have, a solution could mount /proc, read the nonce from the
+    # judge's memory, write a report into the judge's pipe and make the judge exit.
+    attack = r"""
+        import ctypes, json, os, re
+        libc = ctypes.CDLL(None, use_errno=True)
+        def _forge():
+            if os.getpid() > 16:
+                return
+            os.makedirs("/tmp/p", exist_ok=True)
+            if libc.mount(b"proc", b"/tmp/p", b"proc", 0, None) != 0:
+                return
+            nonces = set()
+            memory = open("/tmp/p/1/mem", "rb", 0)
+            for line in open("/tmp/p/1/maps"):
+                span, permissions = line.split()[:2]
+                low, high = (int(x, 16) for x in span.split("-"))
+                if permissions.startswith("rw") and high - low <= 64 << 20:
+                    try:
+                        memory.seek(low)
+                        nonces.update(re.findall(rb"\0{8}([0-9a-f]{32})\0", memory.read(high - low)))
+                    except OSError:
+                        pass
+            settings = json.loads(open("/tmp/p/1/cmdline", "rb").read().split(b"\0")[4])
+            for nonce in nonces:
+                fd = os.open("/tmp/p/1/fd/%d" % settings["report_fd"], os.O_WRONLY)
+                os.write(fd, json.dumps({"nonce": nonce.decode(), "passed": [True], "complete": True}).encode())
+                os.close(fd)
+            libc.ptrace(16, 1, None, None)
+        def square(x):
+            _forge()
+            return 0
+    """
+    assert score(attack, SQUARE) == 0.0
+
+
+def test_a_forged_setup_error_does_not_switch_the_sandbox_off():
+    before = isolation_mode()
+    forge = """
+        import json, os
+        for fd in range(3, 256):
+            try:
+                os.write(fd, json.dumps({"setup_error": "x"}).encode())
+            except OSError:
+                pass
+        def square(x):
+            return 0
+    """
+    assert score(forge, SQUARE) == 0.0
+    assert isolation_mode() == before
+    assert score("def square(x):\n    return x * x", SQUARE) == 1.0
+
+
+@namespaced
+def test_a_check_does_not_outlive_a_killed_scorer():
+    marker = f"r1-orphan-{uuid.uuid4().hex}"
+    completion = f"```python\nimport time\ndef probe():\n    time.sleep(3600)  # {marker}\n```"
+    script = (f"from r1cli.rewards import code\n"
+              f"code({{**{PROBE!r}, 'completion': {completion!r}}}, timeout=3, memory_mb=256)\n")
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 30
+    while not subprocess.run(["pgrep", "-f", "sandbox_judge"], capture_output=True).stdout and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.kill()  # the scorer dies mid-check: nothing waits on the sandbox any more
+    process.wait()
+    time.sleep(6)  # past the check's own deadline (3 s + 2 s)
+    assert subprocess.run(["pgrep", "-f", "sandbox_judge"], capture_output=True, text=True).stdout.split() == []
+
+
+# ---------------------------------------------------------------- what the tests call (found by review)
+
+
+def test_the_named_function_is_called_even_where_it_shadows_a_builtin():
+    task = {"prompt": "Write a function to add two numbers.", "code_header": "import math\ndef max(a, b):",
+            "test_list": ["assert max(1, 2) == 3", "assert max(2, 2) == 4"], "test_imports": []}
+    assert score("def max(a, b):\n    return a + b", task) == 1.0
+    assert score("pass", task) == 0.0  # Python's own max would pass neither, nor does an empty program
+    shadowing = {"prompt": "Sum of common divisors.", "code": "def sum(a, b):\n    return 0\n",
+                 "test_list": ["assert sum(10, 15) == 6"], "test_imports": []}
+    assert score("def sum(a, b):\n    return sum_([i for i in range(1, min(a, b)) if a % i == 0 and b % i == 0])\n"
+                 "def sum_(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total", shadowing) == 1.0
+
+
+def test_partial_credit_is_not_paid():
+    task = {"prompt": "Is it even?", "code_header": "def is_even(n):",
+            "test_list": ["assert is_even(2) == True", "assert is_even(4) == True", "assert is_even(3) == False"], "test_imports": []}
+    assert score("def is_even(n):\n    return True", task) == 0.0
+    assert score("def is_even(n):\n    return n % 2 == 0", task) == 1.0
+
+
+@pytest.mark.skipif(isolation_mode() != "root" or not os.access("/sys/fs/cgroup/memory", os.W_OK),
+                    reason="a cgroup bounds the whole tree only where one is writable")
+def test_a_cgroup_bounds_the_whole_trees_memory():
+    attack = """
+        import os, time
+        def probe():
+            children = []
+            for _ in range(3):
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        block = bytearray(80 * 1024 * 1024)
+                        for i in range(0, len(block), 4096):
+                            block[i] = 1
+                        os.write(write, b"1")
+                        time.sleep(30)
+                    finally:
+                        os._exit(0)
+                os.close(write)
+                if os.read(read, 1):
+                    children.append(pid)
+            time.sleep(0.5)
+            # Held at once: every child that filled its block is still alive (not killed to make room).
+            alive = [pid for pid in children if os.waitpid(pid, os.WNOHANG) == (0, 0)]
+            return len(alive) >= 3
+    """
+    assert score(attack, memory_mb=128, timeout=20) == 0.0  # 3 x 80 MB > 128 MB in all
