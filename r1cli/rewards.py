@@ -7,6 +7,7 @@ overlong (alias length), repetition, code, rm:PATH and MODULE:FUNCTION.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import re
@@ -55,8 +56,123 @@ def reasoning_and_response(record: dict) -> tuple[str, str]:
     return split_completion(record.get("completion", ""))
 
 
+PROSE_WORD = re.compile(r"[^\W\d_]{2,}")
+LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+BRACED = re.compile(r"\{[^{}]*\}")
+
+
+def is_prose(text: str) -> bool:
+    """Whether text has words of its own: a run of two or more letters that is neither a LaTeX
+    command's name nor inside braces (`\\text{Evelyn}`, `\\begin{pmatrix}` are maths)."""
+    bare = LATEX_COMMAND.sub(" ", text)
+    while BRACED.search(bare):
+        bare = BRACED.sub(" ", bare)
+    return bool(PROSE_WORD.search(bare))
+
+
+# Maths that continues a match: a power, index, brace, operator, minus before a number or a
+# command, or a command that is not text, a unit's roman type or spacing (`\times`, `\sqrt`).
+MATH_AFTER = re.compile(r"\s*(?:[\^_{+*/×÷]|-\s*[\d\\]|\\(?!text|mbox|mathrm|quad|qquad)[A-Za-z])")
+MATH_BEFORE = re.compile(r"[\w}\^_\\]$")
+
+
+def names_one_answer(text: str, answer: list, timeout: int = 5) -> bool:
+    """Whether every number or expression math-verify's default extraction finds in `text` is
+    whole and equivalent to `answer` (what math-verify reads from it).
+
+    math-verify reads free text by taking, among its best-ranked matches, the rightmost that
+    parses: "17 or 19 or 18" reads as 18. A hedge that lists candidates must not score as its
+    last one, so every match that does not overlap one already taken (best rank first, then
+    rightmost first, as math-verify ranks them) must agree. Nor may a match be a piece of
+    maths written without $…$ (`\\frac{14}{3}+1` would read as 14/3, `90^\\circ` as 90): a
+    match that maths markup or an operator continues names nothing. The scan gives up, as
+    ambiguous, once it has spent `timeout` seconds.
+    """
+    import time
+
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, verify
+    from math_verify.parser import extract_match, get_extraction_regexes
+    from math_verify.utils import timeout as time_limit
+
+    targets = get_extraction_regexes((LatexExtractionConfig(), ExprExtractionConfig()))
+    matches = sorted(
+        ((priority, -match.end(), match.start(), match, target) for patterns, target in targets
+         for pattern, priority in patterns for match in pattern.finditer(text)),
+        key=lambda row: row[:3],
+    )
+    deadline, taken, agreeing = time.monotonic() + timeout, [], set()
+    for _, negative_end, start, match, target in matches:
+        if time.monotonic() > deadline:
+            return False
+        end = -negative_end
+        if any(start < other_end and other_start < end for other_start, other_end in taken):
+            continue
+        try:
+            value, text_form = time_limit(timeout)(extract_match)(match, target)
+        except Exception:  # a match that cannot be read in time might disagree: not confirmed
+            return False
+        if value is None:
+            continue
+        separated = match.group(0)[:1].isspace() or match.group(0).startswith("=")  # the match holds its separator
+        if MATH_AFTER.match(text, end) or (not separated and MATH_BEFORE.search(text, 0, start)):
+            return False
+        taken.append((start, end))
+        if text_form in agreeing:
+            continue
+        if not verify(answer, value, timeout_seconds=timeout):
+            return False
+        agreeing.add(text_form)
+    return True
+
+
+LISTED_NUMBERS = re.compile(r"\d(?:\s|~|\\[,:;! ]|\\q?quad)+\d|…|\.\.\.|\\[a-z]*dots[a-z]*")
+
+
+def read_expression(latex: str, timeout: int = 5) -> list:
+    """`latex` read as one expression, as math-verify reads a \\boxed{…}; [] for a list.
+
+    math-verify reads numbers set side by side as their sum (`10 8` as 18, `1 800` as 801) and
+    a run ending in an ellipsis as its last term (`1 2 3 … 18` as 18): an expression that lists
+    numbers like that names no single answer, so it reads as none.
+    """
+    from math_verify import parse
+
+    if LISTED_NUMBERS.search(latex):
+        return []
+    return parse(f"\\boxed{{{latex}}}", parsing_timeout=timeout)
+
+
+def answer_expression(response: str, timeout: int = 5) -> list:
+    """A response's final answer as math-verify reads it (its `parse` result; [] for none).
+
+    Inside <answer>…</answer> (the last one): the last \\boxed{…} there if any; else, when the
+    tag holds prose ("The total is 18 dollars"), what math-verify's default extraction reads
+    from it, provided it names one answer (`names_one_answer`: "17 or 18 or 19" names none);
+    else (bare maths such as `\\frac{\\sqrt{2}}{2}`, which free-text extraction misreads, or
+    prose in which it finds nothing) the tag's text as one expression. Without a tag, the last
+    \\boxed{…} or \\fbox{…} as one expression; without either, math-verify's reading of the
+    whole response. Expressions are read by `read_expression`.
+    """
+    from math_verify import parse
+
+    from r1cli.answers import ANSWER_PATTERN, last_boxed
+
+    tagged = ANSWER_PATTERN.findall(response)
+    if tagged:
+        inner = tagged[-1].strip()
+        if last_boxed(inner) is None and is_prose(inner):
+            read = parse(inner, parsing_timeout=timeout)
+            if read:
+                return read if names_one_answer(inner, read, timeout) else []
+        return read_expression(extract_answer(response), timeout)
+    if "<answer>" in response or "\\boxed" in response or "\\fbox" in response:
+        return read_expression(extract_answer(response), timeout)
+    return parse(response, parsing_timeout=timeout)
+
+
 def accuracy(record: dict, timeout: int = 5) -> float | None:
-    """1 if the response's final answer is mathematically equivalent to the gold, else 0."""
+    """1 if the response's final answer (`answer_expression`) is mathematically equivalent to
+    the gold, else 0."""
     if record.get("answer") in (None, ""):
         return None
     from math_verify import parse, verify
@@ -64,9 +180,7 @@ def accuracy(record: dict, timeout: int = 5) -> float | None:
     _, response = reasoning_and_response(record)
     if not response:
         return 0.0
-    answer = extract_answer(response)
-    explicit = "<answer>" in response or "\\boxed" in response or "\\fbox" in response
-    prediction = parse(f"\\boxed{{{answer}}}" if explicit else response, parsing_timeout=timeout)
+    prediction = answer_expression(response, timeout)
     gold = parse(f"\\boxed{{{gold_answer(record['answer'])}}}", parsing_timeout=timeout)
     if not gold or not prediction:
         return 0.0
@@ -155,12 +269,14 @@ FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)```", re.DOTALL)
 
 
 def code(record: dict, timeout: float, memory_mb: int) -> float | None:
-    """Run the response's last fenced Python block against the record's tests (r1cli.sandbox).
+    """Run the response's last fenced Python block against the record's tests (r1cli.sandbox):
+    1 when every test passes, else 0.
 
     HumanEval records (`test`, `entry_point`): the prompt and the block are the solution, the
-    tests' `check(entry_point)` runs in the judge: 1 or 0. MBPP records (`test_list`): the share
-    of asserts that pass. A program that does not finish, exits early or returns anything but
-    plain values fails.
+    tests' `check(entry_point)` runs in the judge. MBPP records (`test_list`): every assert. All
+    or nothing, because partial credit pays programs that solve nothing (a constant `True`
+    passes some asserts of one MBPP task in five). A program that does not finish, exits early
+    or returns anything but plain values fails.
     """
     _, response = reasoning_and_response(record)
     blocks = FENCE.findall(response)
@@ -169,21 +285,35 @@ def code(record: dict, timeout: float, memory_mb: int) -> float | None:
         if not blocks:
             return 0.0
         block, entry_point = blocks[-1], record["entry_point"]
-        prompt = record.get("prompt", "") if isinstance(record.get("prompt"), str) else ""
+        prompt = record["prompt"] if isinstance(record.get("prompt"), str) else ""
+        stub = prompt + "    pass\n" if prompt.strip() else ""
         # A block that defines the function replaces the prompt's stub; one that does not is its body.
-        head = prompt + "    pass\n" if f"def {entry_point}" in block else prompt
-        suite = TestSuite(setup=prompt + "    pass\n", tests=(f"{record['test']}\n\ncheck({entry_point})\n",), names=(entry_point,))
+        head = stub if f"def {entry_point}" in block else prompt
+        suite = TestSuite(setup=stub, tests=(f"{record['test']}\n\ncheck({entry_point})\n",), names=(entry_point,))
         return float(all(run_tests(f"{head}\n{block}\n", suite, limits).passed))
     if "test_list" in record:
         if not blocks:
             return 0.0
         imports = "\n".join(record.get("test_imports") or [])
-        # The function under test: named by the record where it says (MBPP's `code_header`),
-        # else every name the asserts call that neither the imports nor Python define.
-        header = re.match(r"\s*def\s+(\w+)", record.get("code_header") or "")
-        suite = TestSuite(setup=imports, tests=tuple(record["test_list"]), names=(header.group(1),) if header else None)
-        return run_tests(f"{imports}\n{blocks[-1]}\n", suite, limits).share
+        suite = TestSuite(setup=imports, tests=tuple(record["test_list"]), names=function_names(record))
+        return float(all(run_tests(f"{imports}\n{blocks[-1]}\n", suite, limits).passed))
     return None
+
+
+def function_names(record: dict) -> tuple[str, ...] | None:
+    """The functions an MBPP-style record tests, from the data (never from the completion): the
+    `def` in its `code_header`, else the top-level `def`s of its reference `code`; None (the
+    judge infers them from the asserts) when it has neither. A named function is called in the
+    solution even where it shadows a builtin (MBPP has a task named `sum`)."""
+    header = re.search(r"^\s*def\s+(\w+)", record.get("code_header") or "", re.MULTILINE)
+    if header:
+        return (header.group(1),)
+    try:
+        tree = ast.parse(record.get("code") or "")
+    except SyntaxError:
+        return None
+    names = tuple(node.name for node in tree.body if isinstance(node, ast.FunctionDef))
+    return names or None
 
 
 # ---------------------------------------------------------------- the registry
@@ -250,6 +380,17 @@ def parse_rewards(specs: list[str], options: RewardOptions | None = None) -> lis
 # ---------------------------------------------------------------- scoring
 
 
+def _die_with_parent(parent: int) -> None:
+    """A scoring worker ends when the r1 process that started it does, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above ran
+            os._exit(0)
+
+
 class Scorer:
     """Scores records with every reward, using the cores: math-verify in a process pool,
     code in threads (each waits on its own sandboxed process), reward models in batches."""
@@ -272,12 +413,19 @@ class Scorer:
         """The weighted sum; a reward that does not apply (None) adds nothing."""
         return sum(spec.weight * scores[spec.name] for spec in self.specs if scores.get(spec.name) is not None)
 
+    def total_if_scored(self, scores: dict[str, float | None]) -> float | None:
+        """The weighted sum, or None when no reward applies to the record at all (GRPO gives such
+        a completion no advantage rather than a reward of 0)."""
+        if all(scores.get(spec.name) is None for spec in self.specs):
+            return None
+        return self.total(scores)
+
     def _apply(self, spec: RewardSpec, records: list[dict]) -> list:
         if spec.parallel == "batch":
             return spec.function.score_batch(records)
         if spec.parallel == "process" and len(records) > 8 and self.workers > 1:
             if self._processes is None:
-                self._processes = ProcessPoolExecutor(max_workers=self.workers)
+                self._processes = ProcessPoolExecutor(max_workers=self.workers, initializer=_die_with_parent, initargs=(os.getpid(),))
             return list(self._processes.map(spec.function, records, chunksize=max(1, len(records) // (4 * self.workers))))
         if spec.parallel == "thread" and len(records) > 1:
             with ThreadPoolExecutor(max_workers=self.workers) as threads:

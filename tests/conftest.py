@@ -15,12 +15,17 @@ from r1cli.toy.tokenizer import TOKENIZER_DIR
 SHARED_DATA = Path(os.environ.get("R1_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
-def shared_records(name: str, split: str = "test") -> list[dict]:
-    """The rows of a public benchmark in SHARED_DATA; the test is skipped (with the reason) when absent."""
+def shared_path(name: str, split: str = "test") -> Path:
+    """A public benchmark's file in SHARED_DATA; the test is skipped (with the reason) when absent."""
     path = SHARED_DATA / name / f"{split}.jsonl"
     if not path.is_file():
         pytest.skip(f"{path} is missing (the public benchmarks live in ../shared/data, or set R1_SHARED_DATA)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return path
+
+
+def shared_records(name: str, split: str = "test") -> list[dict]:
+    """The rows of a public benchmark in SHARED_DATA (skipping the test when absent)."""
+    return [json.loads(line) for line in shared_path(name, split).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture

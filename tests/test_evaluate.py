@@ -5,6 +5,7 @@ import random
 import pytest
 from conftest import run_cli, write_jsonl
 
+from r1cli.errors import UserError
 from r1cli.metrics import majority_correct, pass_at_k, report_block
 
 
@@ -47,6 +48,58 @@ def test_unanswered_samples_do_not_vote():
     assert majority_correct(records, 3) == 1.0
 
 
+def voter(i: int, response: str, accuracy: float) -> dict:
+    return {"id": "p", "sample": i, "completion": f"<think>work</think> {response}", "rewards": {"accuracy": accuracy}}
+
+
+def test_samples_without_an_explicit_answer_do_not_vote():
+    # Three hedges that state no answer against two boxed correct answers: only the boxed vote.
+    records = [voter(i, "I am not sure.", 0.0) for i in range(3)] + [voter(3, "So \\boxed{18}.", 1.0), voter(4, "\\boxed{18}", 1.0)]
+    assert majority_correct(records, 5) == 1.0
+    # An answer inside <answer>…</answer> votes, read as the accuracy reward reads it.
+    records = [voter(0, "\\boxed{17}", 0.0), voter(1, "<answer>The total is 18 dollars</answer>", 1.0), voter(2, "\\boxed{17}", 0.0),
+               voter(3, "<answer>18</answer>", 1.0), voter(4, "\\fbox{18}", 1.0)]
+    assert majority_correct(records, 5) == 1.0 and majority_correct(records, 3) == 0.0
+    assert majority_correct([voter(i, "I am not sure.", 0.0) for i in range(3)], 3) == 0.0  # no voter: 0
+
+
+def test_a_think_block_that_never_closes_does_not_vote_even_with_a_boxed_answer():
+    unclosed = [{"id": "p", "sample": i, "completion": "<think>it must be \\boxed{5}", "rewards": {"accuracy": 0.0}} for i in (0, 1)]
+    assert majority_correct([*unclosed, voter(2, "\\boxed{7}", 1.0)], 3) == 1.0
+
+
+def test_majority_ties_go_to_the_group_whose_first_member_has_the_lowest_sample_index():
+    # Listed out of order: the sample index, not the list position, decides.
+    wrong_first = [voter(3, "\\boxed{7}", 1.0), voter(1, "\\boxed{7}", 1.0), voter(0, "\\boxed{3}", 0.0), voter(2, "\\boxed{3.0}", 0.0)]
+    assert majority_correct(wrong_first, 4) == 0.0
+    right_first = [voter(3, "\\boxed{3}", 0.0), voter(1, "\\boxed{3.0}", 0.0), voter(0, "\\boxed{7}", 1.0), voter(2, "\\boxed{7}", 1.0)]
+    assert majority_correct(right_first, 4) == 1.0
+    assert majority_correct(right_first, 2) == 1.0  # samples 0 and 1: one vote each, 7 came first
+
+
+def prompt_samples(prompt: str, outcomes: list[bool]) -> list[dict]:
+    return [{"id": prompt, "sample": i, "completion": f"<think>a</think> \\boxed{{{1 if right else 2}}}",
+             "rewards": {"accuracy": float(right)}} for i, right in enumerate(outcomes)]
+
+
+def test_pass_at_1_weighs_every_prompt_the_same_however_many_samples_it_has():
+    samples = prompt_samples("a", [True]) + prompt_samples("b", [True, False, False, False]) + prompt_samples("c", [False, False, False])
+    # By hand: shares 1/1, 1/4, 0/3; their mean is 5/12 (the mean over the 8 samples would be 2/8).
+    assert report_block(samples, [])["pass@1"] == pytest.approx(5 / 12, abs=1e-15)
+    assert report_block(samples, [1])["pass@1"] == report_block(samples, [])["pass@1"]
+    ungraded = [{"id": "d", "sample": 0, "completion": "x", "rewards": {"accuracy": None}}]
+    assert report_block(samples + ungraded, [1])["pass@1"] == pytest.approx(5 / 12, abs=1e-15)  # no gold: not a prompt of pass@1
+
+
+def test_k_above_a_prompts_sample_count_is_an_error_naming_k_and_n():
+    samples = prompt_samples("p-1", [True] * 8) + prompt_samples("p-3", [True, False, True, False]) + prompt_samples("p-2", [False] * 6)
+    with pytest.raises(UserError) as raised:
+        report_block(samples, [1, 8])
+    assert str(raised.value) == "--k 8: prompt 'p-3' has only 4 samples (n=4); pass@k and maj@k need k <= n"
+    block = report_block(samples, [1, 4])  # maj@4 of p-3: a 2-2 tie, won by sample 0's correct answer
+    assert block["pass@4"] == pytest.approx((1 + 1 + 0) / 3) and block["maj@4"] == pytest.approx((1 + 1 + 0) / 3)
+
+
 def test_report_block_fields_are_fractions_and_counts():
     rng = random.Random(2)
     samples = []
@@ -66,9 +119,11 @@ def test_report_block_fields_are_fractions_and_counts():
 
 
 def test_eval_scores_samples_from_elsewhere_without_a_model(tmp_path, monkeypatch, capsys):
-    import r1cli.sample
+    import r1cli.generation
+    import r1cli.modeling
 
-    monkeypatch.setattr(r1cli.sample, "load_model", lambda *a, **k: pytest.fail("no model may be loaded"))
+    monkeypatch.setattr(r1cli.modeling, "load_model", lambda *a, **k: pytest.fail("no model may be loaded"))
+    monkeypatch.setattr(r1cli.generation, "make_engine", lambda *a, **k: pytest.fail("no model may be loaded"))
     samples = write_jsonl(tmp_path / "s.jsonl", [
         {"prompt": "1+1?", "answer": "2", "completion": "<think>1+1=2</think> \\boxed{2}", "lang": "en"},
         {"prompt": "1+1?", "answer": "2", "completion": "<think>hm</think> \\boxed{3}", "lang": "en"},

@@ -1,8 +1,10 @@
 import json
 
-from conftest import SHARED_DATA, run_cli, write_jsonl
+from conftest import run_cli, shared_records, write_jsonl
 
-GSM8K = [json.loads(line) for line in (SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines()[:6]]
+
+def gsm8k() -> list[dict]:
+    return shared_records("gsm8k", "test")[:6]
 
 
 def gold(row):
@@ -26,7 +28,8 @@ def samples_for(row, index):
 
 
 def test_each_rule_drops_what_it_should_and_the_output_is_training_records(tmp_path, monkeypatch, capsys):
-    records = [s for i, row in enumerate(GSM8K) for s in samples_for(row, i)]
+    rows = gsm8k()
+    records = [s for i, row in enumerate(rows) for s in samples_for(row, i)]
     path = write_jsonl(tmp_path / "s.jsonl", records)
     out = tmp_path / "kept.jsonl"
     status, _, err = run_cli(monkeypatch, capsys, "filter", str(path), "--out", str(out), "--require-format", "--one-language",
@@ -34,12 +37,12 @@ def test_each_rule_drops_what_it_should_and_the_output_is_training_records(tmp_p
     assert status == 0, err
     summary = json.loads((tmp_path / "kept.jsonl.summary.json").read_text())
     assert summary.pop("options")["max_paragraph_chars"] == 400  # the options are recorded
-    six = len(GSM8K)
+    six = len(rows)
     assert summary == {"input": 8 * six, "kept": 2 * six, "prompts_kept": six, "dropped": {
         "accuracy<1": six, "format": six, "mixed_language": six, "code_block": six, "long_paragraph": six, "duplicate": six}}
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     first = kept[0]
-    assert first["messages"] == [{"role": "user", "content": GSM8K[0]["question"]},
+    assert first["messages"] == [{"role": "user", "content": rows[0]["question"]},
                                  {"role": "assistant", "content": records[0]["completion"]}]
     assert first["id"] == "gsm8k-0" and first["source"] == "gsm8k" and first["rewards"]["accuracy"] == 1.0
     assert "completion" not in first and "prompt" not in first

@@ -2,7 +2,7 @@ import io
 import json
 
 import pytest
-from conftest import SHARED_DATA, write_jsonl
+from conftest import shared_path, write_jsonl
 
 from r1cli.errors import UserError
 from r1cli.records import (
@@ -17,7 +17,7 @@ from r1cli.records import (
 
 
 def test_reads_real_gsm8k_with_other_field_names():
-    records = [to_prompt_record(r, "question", "answer") for r in read_records(SHARED_DATA / "gsm8k" / "test.jsonl")]
+    records = [to_prompt_record(r, "question", "answer") for r in read_records(shared_path("gsm8k", "test"))]
     assert len(records) == 1319
     first = records[0]
     assert first["prompt"].startswith("Janet") and first["answer"].endswith("#### 18")

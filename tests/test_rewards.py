@@ -2,7 +2,7 @@ import json
 import time
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import shared_records
 
 from r1cli.answers import gold_answer
 from r1cli.errors import UserError
@@ -21,7 +21,7 @@ from r1cli.rewards import (
 
 
 def load(name: str) -> list[dict]:
-    return [json.loads(line) for line in (SHARED_DATA / name / "test.jsonl").read_text().splitlines()]
+    return shared_records(name, "test")
 
 
 def answered(gold, text: str) -> dict:
@@ -61,6 +61,70 @@ def test_every_real_gold_answer_scores_1_and_every_perturbed_one_0(dataset):
 )
 def test_accuracy_equivalences(gold, response, expected):
     assert accuracy(answered(gold, response)) == expected
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "The total is 18 dollars",
+        "18 apples",
+        "She makes $18$ in all.",
+        "The answer is 18.",
+        "x = 18",
+        "Eighteen, that is 18 dollars",
+        "The total is 18 \\text{ dollars}",
+        "17 or \\boxed{18}",  # a \boxed{} in the tag is the answer
+    ],
+)
+def test_an_answer_tag_is_read_as_math_verify_reads_free_text(inside):
+    assert accuracy(answered("#### 18", f"<answer>{inside}</answer>")) == 1.0
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "17 or 18 or 19",
+        "17 or 19 or 18",  # math-verify alone reads the last candidate: 18
+        " ".join(str(n) for n in range(1, 101)),
+        "1 2 3 … 100",
+        "1 2 3 … 18",  # math-verify reads the last term of the run: 18
+        "1, 2, \\ldots, 18",
+        "10 8",  # math-verify reads numbers set side by side as their sum: 18
+        "between 17 and 18",
+        "It is 18, not 17",
+        "Answer: 18, or maybe 19",
+        "$17$ or $18$",
+        "17 \\text{ or } 18",
+        "17, 18, 19",
+        "The answer is \\frac{36}{2}+1",  # math-verify alone reads the fraction only: 18
+        "The answer is 18^2",  # and this as 18
+        "We get 18 \\sqrt{2}",
+        "I am not sure",
+    ],
+)
+def test_an_answer_tag_that_hedges_between_candidates_scores_0(inside):
+    assert accuracy(answered("#### 18", f"<answer>{inside}</answer>")) == 0.0
+
+
+def test_a_boxed_run_of_numbers_names_no_answer():
+    assert [accuracy(answered("18", text)) for text in ("\\boxed{1 2 3 … 18}", "\\boxed{10 8}", "\\boxed{17, \\ldots, 18}")] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dataset", ["math500", "gsm8k"])
+def test_every_real_gold_answer_in_an_answer_tag_scores_1_and_every_perturbed_one_0(dataset):
+    # Bare maths in the tag (`\frac{\sqrt{3}}{3}`, `3\sqrt{13}`), which math-verify's free-text
+    # extraction misreads, is read as one expression; prose around $…$ maths as free text.
+    rows = load(dataset)
+    forms = {"bare": "<answer>{}</answer>", "prose": "<answer>The answer is ${}$.</answer>"}
+    scorer = Scorer(parse_rewards(["accuracy"]))
+    misses, false_hits = {}, {}
+    for name, form in forms.items():
+        gold = [answered(r["answer"], form.format(gold_answer(r["answer"]))) for r in rows]
+        perturbed = [answered(r["answer"], form.format(f"{gold_answer(r['answer'])}+1")) for r in rows]
+        misses[name] = [r["answer"] for r, s in zip(rows, scorer.score(gold)) if s["accuracy"] != 1.0]
+        false_hits[name] = [r["answer"] for r, s in zip(rows, scorer.score(perturbed)) if s["accuracy"] != 0.0]
+    scorer.close()
+    assert (misses, false_hits) == ({name: [] for name in forms}, {name: [] for name in forms})
 
 
 def test_accuracy_without_gold_is_none_and_an_unclosed_think_has_no_answer():
@@ -109,15 +173,13 @@ def test_repetition_is_the_share_of_repeated_ngrams():
     assert repetition({"completion": "a b a b a b"}, 2) == pytest.approx(2 / 5 - 1)  # 5 bigrams, 2 distinct
 
 
-HUMANEVAL = load("humaneval")
-
-
 def fenced(body: str) -> str:
     return f"<think>write it</think> Here:\n```python\n{body}\n```"
 
 
-@pytest.mark.parametrize("task", HUMANEVAL[::16], ids=lambda t: t["task_id"])
-def test_humaneval_canonical_solutions_score_1_and_a_wrong_body_0(task):
+@pytest.mark.parametrize("index", range(0, 164, 16), ids=lambda i: f"HumanEval/{i}")
+def test_humaneval_canonical_solutions_score_1_and_a_wrong_body_0(index):
+    task = load("humaneval")[index]
     options = dict(timeout=10, memory_mb=1024)
     assert code({**task, "completion": fenced(task["canonical_solution"])}, **options) == 1.0
     assert code({**task, "completion": fenced("    return None")}, **options) == 0.0
@@ -127,18 +189,19 @@ def test_humaneval_canonical_solutions_score_1_and_a_wrong_body_0(task):
 
 @pytest.mark.slow
 def test_every_humaneval_canonical_solution_scores_1():
+    tasks = load("humaneval")
     scorer = Scorer(parse_rewards(["code"]))
-    scores = scorer.score([{**t, "completion": fenced(t["canonical_solution"])} for t in HUMANEVAL])
-    assert [t["task_id"] for t, s in zip(HUMANEVAL, scores) if s["code"] != 1.0] == []
+    scores = scorer.score([{**t, "completion": fenced(t["canonical_solution"])} for t in tasks])
+    assert len(tasks) == 164 and [t["task_id"] for t, s in zip(tasks, scores) if s["code"] != 1.0] == []
 
 
-def test_mbpp_scores_the_share_of_asserts_that_pass():
+def test_mbpp_scores_1_only_when_every_assert_passes():
     row = load("mbpp")[0]
     assert code({**row, "completion": fenced(row["code"])}, timeout=10, memory_mb=1024) == 1.0
     # Right only when the character is absent: passes none of the three asserts of row 0.
     assert code({**row, "completion": fenced("def remove_Occ(s, ch):\n    return s")}, timeout=10, memory_mb=1024) == 0.0
-    special = "def remove_Occ(s, ch):\n    return {'hello': 'heo'}.get(s, s)"
-    assert code({**row, "completion": fenced(special)}, timeout=10, memory_mb=1024) == pytest.approx(1 / 3)
+    special = "def remove_Occ(s, ch):\n    return {'hello': 'heo'}.get(s, s)"  # one assert of three
+    assert code({**row, "completion": fenced(special)}, timeout=10, memory_mb=1024) == 0.0
     assert code({**row, "completion": "no code at all"}, timeout=10, memory_mb=1024) == 0.0
 
 
