@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from r1cli import __version__
 from r1cli.errors import UserError
-from r1cli.records import file_sha256, read_json_file, write_json
+from r1cli.records import file_sha256, input_sha256, read_json_file, write_json
 
 LINEAGE = "r1.json"
 STATE = "state"
@@ -52,9 +52,7 @@ def library_versions() -> dict[str, str]:
 
 
 def describe_inputs(paths: list[str]) -> list[dict]:
-    return [
-        {"path": str(Path(p).resolve()), "sha256": file_sha256(p)} if p != "-" else {"path": "-"} for p in paths
-    ]
+    return [{"path": str(Path(p).resolve()) if p != "-" else "-", "sha256": input_sha256(p)} for p in paths]
 
 
 def describe_parent(model: str) -> dict:
@@ -70,7 +68,7 @@ def describe_parent(model: str) -> dict:
     return parent
 
 
-def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], step: int, metrics: dict) -> dict:
+def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], step: int, metrics: dict, identity: dict | None = None) -> dict:
     return {
         "r1_version": __version__,
         "command": command,
@@ -81,6 +79,7 @@ def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], st
         "seed": options.get("seed"),
         "step": step,
         "metrics": metrics,
+        "identity": identity,  # what a rerun must match to count as the same run (r1cli.runs.Identity)
         "libraries": library_versions(),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -125,7 +124,10 @@ def save_training_state(directory: Path, model, optimizer, scheduler, progress: 
 def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     """Restore what save_training_state wrote; return the saved progress (step, options...)."""
     state_dir = directory / STATE
-    saved = load_file(state_dir / "trainable.safetensors")
+    try:
+        saved = load_file(state_dir / "trainable.safetensors")
+    except Exception as error:  # safetensors' own error type for a truncated or corrupt file
+        raise UserError(f"{state_dir / 'trainable.safetensors'}: cannot be read ({error}); remove that checkpoint or use --overwrite") from None
     parameters = dict(model.named_parameters())
     missing = sorted(set(saved) ^ {n for n, p in parameters.items() if p.requires_grad})
     if missing:
@@ -133,7 +135,12 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, tensor in saved.items():
             parameters[name].copy_(tensor)
-    bundle = torch.load(state_dir / "optimizer.pt", weights_only=False)
+    try:  # tensors, numbers and containers only: a crafted pickle cannot run code here
+        bundle = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{state_dir / 'optimizer.pt'}: not resumable state r1 wrote (only tensors and numbers are loaded: {first}); "
+                        "remove that checkpoint or use --overwrite") from None
     optimizer.load_state_dict(bundle["optimizer"])
     scheduler.load_state_dict(bundle["scheduler"])
     random.setstate(bundle["rng"]["python"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -11,6 +12,11 @@ from r1cli import __version__, distill, evaluate, filter, grpo, mix, plot, sampl
 from r1cli.console import console
 from r1cli.console import error as print_error
 from r1cli.errors import EXIT_USER_ERROR, UserError
+
+try:  # typer vendors its own click from 0.2x on; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
 
 app = typer.Typer(
     name="r1",
@@ -50,13 +56,39 @@ app.add_typer(toy.app, name="toy")
 
 
 def main() -> None:
+    """Run the CLI: exit 0 on success; one `error:` line and exit 2 for bad input (a bad option
+    included), a full disk or an unwritable path; 130 when interrupted."""
     try:
-        app()
+        result = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as shown:
+        shown.show()  # `r1` or `r1 toy` alone: the help
+        sys.exit(0)
+    except click_errors.UsageError as usage:
+        if _debug["on"]:
+            raise
+        command = usage.ctx.command_path if usage.ctx is not None else "r1"
+        print_error(f"{usage.format_message()} (see: {command} --help)")
+        sys.exit(EXIT_USER_ERROR)
     except UserError as error:
         if _debug["on"]:
             raise
         print_error(str(error))
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
+    except OSError as error:
+        if _debug["on"] or error.errno not in ENVIRONMENT_ERRORS:
+            raise
+        print_error(f"{error.filename or 'an output'}: {ENVIRONMENT_ERRORS[error.errno]}")
+        sys.exit(EXIT_USER_ERROR)
+    except (KeyboardInterrupt, typer.Abort):
         console.print("interrupted")
         sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+# Errors of the machine rather than of r1: said in one line, like bad input.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "no space left on the device (free some, then run the same command again: it resumes)",
+    errno.EDQUOT: "disk quota exceeded (free some, then run the same command again: it resumes)",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+}

@@ -6,9 +6,18 @@ import sys
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 # Logs piped to a file keep whole lines: rich would otherwise assume 80 columns and cut them.
-console = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+# emoji=False: ":-1:" in "a.jsonl:-1:" is a position, not a thumbs-down.
+console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, width=None if sys.stderr.isatty() else 160)
 
 
 def log(message: str) -> None:
@@ -21,3 +30,17 @@ def warn(message: str) -> None:
 
 def error(message: str) -> None:
     console.print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
+    )

@@ -7,17 +7,17 @@ rerun resumes at the stage that did not finish and the traces stay there to be r
 from __future__ import annotations
 
 import inspect
-import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from r1cli import runs
 from r1cli.console import log, warn
 from r1cli.errors import UserError
 from r1cli.filter import filter_samples
 from r1cli.records import read_json_file
-from r1cli.sample import sample
+from r1cli.sample import SampleJob, run_sample
 from r1cli.sft import sft, train
 from r1cli.teacher import Teacher, check_shared_tokenizer
 
@@ -60,7 +60,7 @@ def distill(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the sampling and of the training.")] = 0,
     save_every: Annotated[int, typer.Option(help="sft: save a resumable checkpoint every N steps; 0 = only at the end.", min=0)] = 100,
-    overwrite: Annotated[bool, typer.Option(help="Start over: delete --out's traces, kept traces and checkpoints.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start over: remove what r1 wrote in --out (traces, kept traces, checkpoints).")] = False,
 ) -> None:
     """Sample N traces per prompt from TEACHER, keep the correct, well-formatted ones, and fine-tune
     STUDENT on them. Run the same command again to resume at the stage that did not finish."""
@@ -69,19 +69,20 @@ def distill(
         raise UserError("give PROMPTS for the teacher to answer, or --traces FILE")
     if prompts is not None and traces is not None:
         warn(f"--traces given: PROMPTS ({prompts}) is not sampled")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    inputs = [teacher, student, *([traces] if traces else [prompts])]
+    runs.check_run_directory(out, inputs, overwrite=overwrite)
+    if overwrite:
+        with runs.exclusive(out):
+            runs.clear_run_directory(out)
     out.mkdir(parents=True, exist_ok=True)
     if kd_weight:
         check_shared_tokenizer(teacher, student)
 
     if traces is None:
         traces = str(out / "traces.jsonl")
-        sample(
-            model=teacher, prompts=prompts, out=traces, n=n, temperature=temperature, top_p=top_p, top_k=0,
-            max_new_tokens=max_new_tokens, template=prompt_template, system=None, stop=None, engine=engine, shard="0/1",
-            batch_size=sample_batch_size, prompt_key="prompt", answer_key="answer", seed=seed, dtype=dtype, device=device,
-        )
+        run_sample(SampleJob(model=teacher, prompts=prompts, out=traces, n=n, temperature=temperature, top_p=top_p,
+                             max_new_tokens=max_new_tokens, template=prompt_template, engine=engine,
+                             batch_size=sample_batch_size, seed=seed, dtype=dtype, device=device))
     filter_options = {"reward": reward, "min_score": min_score, "require_format": require_format,
                       "one_language": one_language, "per_prompt": per_prompt, "dedupe": dedupe}
     kept = keep_correct(Path(traces), out / "kept.jsonl", filter_options, max_new_tokens)

@@ -22,7 +22,8 @@ from r1cli.records import (
     write_records,
 )
 from r1cli.rewards import Scorer, parse_rewards
-from r1cli.sample import sample
+from r1cli.runs import check_file_output, exclusive
+from r1cli.sample import SampleJob, run_sample
 
 DEFAULT_REWARDS = ["accuracy", "format", "language"]
 
@@ -47,29 +48,40 @@ def evaluate(
     answer_key: Annotated[str, typer.Option(help="Field holding the gold answer.")] = "answer",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Sample again: remove the samples an earlier run wrote to REPORT.samples.jsonl.")] = False,
 ) -> None:
     """Evaluate MODEL on DATA (K samples per prompt), or score --samples from any generator.
 
-    Sampling goes to REPORT.samples.jsonl and resumes like `r1 sample`.
+    Sampling goes to REPORT.samples.jsonl and resumes like `r1 sample`: a rerun with another
+    model, other data or other sampling options is refused rather than reusing those samples.
+    pass@1 is the mean over prompts of each prompt's share of correct samples.
     """
     groups = list(by or [])
     specs = parse_rewards(DEFAULT_REWARDS + [r for r in reward or [] if r not in DEFAULT_REWARDS])  # fail before sampling
     if samples:
         if model or data:
             raise UserError("give either MODEL DATA... or --samples FILE, not both")
+        check_file_output(str(out), [samples])
         records = _read_samples(samples)
+        ks = parse_ks(k, min(len(group) for group in _by_id(records).values()))
     else:
         if not model or not data:
             raise UserError("r1 eval needs MODEL and DATA (or --samples FILE)")
-        prompts = _prompts_file(data, out, prompt_key, answer_key)
-        if len(data) > 1 and "dataset" not in groups:
-            groups.insert(0, "dataset")
+        ks = parse_ks(k, n)
+        if ks[-1] > n:
+            raise UserError(f"--k {k}: pass@{ks[-1]} and maj@{ks[-1]} need at least {ks[-1]} samples per prompt, but --n is {n}")
         samples_path = out.with_name(out.stem + ".samples.jsonl")
-        sample(model, str(prompts), str(samples_path), n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-               template=template, system=system, engine=engine, batch_size=batch_size, seed=seed, device=device,
-               **({} if len(data) > 1 else {"prompt_key": prompt_key, "answer_key": answer_key}))
+        check_file_output(str(out), data)
+        check_file_output(str(samples_path), data)
+        with exclusive(out):
+            prompts = _prompts_file(data, out, prompt_key, answer_key)
+            if len(data) > 1 and "dataset" not in groups:
+                groups.insert(0, "dataset")
+            keys = {} if len(data) > 1 else {"prompt_key": prompt_key, "answer_key": answer_key}
+            run_sample(SampleJob(model, str(prompts), str(samples_path), n=n, temperature=temperature, top_p=top_p,
+                                 max_new_tokens=max_new_tokens, template=template, system=system, engine=engine,
+                                 batch_size=batch_size, seed=seed, device=device, overwrite=overwrite, **keys))
         records = _read_samples(str(samples_path))
-    ks = parse_ks(k, max(len(group) for group in _by_id(records).values()))
 
     scorer = Scorer(specs)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +15,7 @@ from r1cli.console import log
 from r1cli.errors import UserError
 from r1cli.records import STDIO, Record, prompt_id, read_records, require, write_json, write_records
 from r1cli.rewards import RewardOptions, Scorer, parse_rewards
+from r1cli.runs import check_file_output, exclusive
 
 SAMPLE_FIELDS = ("prompt", "completion", "reasoning", "response")
 
@@ -36,6 +39,11 @@ def filter_samples(
     `messages` records (the prompt as the user turn, the whole completion as the assistant turn),
     each keeping its id, rewards and other fields. Counts per rule go to stderr and FILE.summary.json."""
     options = dict(locals())
+    check_file_output(out, [samples])
+    if max_paragraph_chars is not None and max_paragraph_chars < 1:
+        raise UserError(f"--max-paragraph-chars {max_paragraph_chars}: must be at least 1")
+    if not 0 < near_duplicate <= 1:
+        raise UserError(f"--near-duplicate {near_duplicate}: must be in (0, 1]")
     keep_count = parse_per_prompt(per_prompt)
     specs = parse_rewards(reward or ["accuracy"], RewardOptions(max_length=max_length, overlong_buffer=overlong_buffer))
     thresholds = parse_thresholds(min_score if min_score is not None else (["accuracy=1"] if not reward else []))
@@ -81,7 +89,8 @@ def filter_samples(
         dropped[f"per_prompt={per_prompt}"] += len(group) - len(chosen)
         kept += chosen
 
-    count = write_records(out, (training_record(record) for record in kept))
+    with exclusive(out) if out != STDIO else contextlib.nullcontext():
+        count = write_records(out, (training_record(record) for record in kept))
     summary = {"input": len(records), "kept": count, "dropped": {k: v for k, v in dropped.items() if v}, "prompts_kept": len({r["id"] for r in kept}), "options": options}
     if out != STDIO:
         write_json(Path(f"{out}.summary.json"), summary)
@@ -117,6 +126,8 @@ def parse_thresholds(specs: list[str]) -> dict[str, float]:
             separator = ""
         if not separator or not name:
             raise UserError(f"--min {spec!r}: expected NAME=VALUE, e.g. accuracy=1")
+        if not math.isfinite(thresholds[name]):
+            raise UserError(f"--min {spec!r}: the threshold must be a finite number")
     return thresholds
 
 

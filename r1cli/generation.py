@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 import torch
 
 from r1cli.errors import UserError
+from r1cli.seeding import derive_seed
 
 TEMPLATES = ("chat", "r1-zero")
+ENGINES = ("hf", "vllm")
 
 # The R1 paper's template for training a base model (its Table 1).
 R1_ZERO_TEMPLATE = (
@@ -67,6 +69,36 @@ def eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of int64 values in [0, 2^32).
+
+    The multipliers are below 2^31, so every product stays below 2^63: plain int64 arithmetic,
+    the same on every device, with no overflow.
+    """
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & MASK32
+    return x ^ (x >> 15)
+
+
+def keyed_uniform(keys_B: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
+    """Uniform noise in (0, 1), [B, V], a pure function of (each row's key, step, token id).
+
+    Counter-based rather than a generator's stream: a completion's draws depend on its own
+    seed only, never on which other completions share its batch, so sampling a prompt's
+    missing samples after a kill reproduces exactly what an uninterrupted run would have drawn.
+    """
+    low, high = keys_B & MASK32, (keys_B >> 32) & MASK32
+    row_B = _mix32(low ^ _mix32(high ^ _mix32(torch.full_like(keys_B, step & MASK32))))
+    token_V = _mix32(torch.arange(vocab_size, device=keys_B.device, dtype=torch.int64) * 0x9E3779B1 & MASK32)
+    bits_BV = _mix32(row_B[:, None] ^ token_V[None, :])
+    return ((bits_BV >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Mask all but the top-k tokens and the smallest set whose probability reaches top-p."""
     if top_k > 0 and top_k < logits.shape[-1]:
@@ -82,6 +114,28 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def request_seeds(n_prompts: int, n: int, seed: int) -> list[list[int]]:
+    """The default seed of completion K of prompt I in a request seeded with SEED."""
+    return [[derive_seed(seed, "request", index, k) for k in range(n)] for index in range(n_prompts)]
+
+
+def sample_tokens(logits_BV: torch.Tensor, options: SamplingOptions, keys_B: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A token per row, and its log-probability under the temperature-scaled distribution.
+
+    Sampling is argmax(p / E) with E ~ Exponential(1) drawn from `keyed_uniform`, which is an
+    exact draw from p (the exponential race) that needs no generator state.
+    """
+    if options.temperature <= 0:
+        token = logits_BV.argmax(-1)
+        return token, logits_BV.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+    scaled = logits_BV / options.temperature
+    logprobs = scaled.log_softmax(-1)
+    kept = filter_logits(scaled, options.top_k, options.top_p).log_softmax(-1)
+    exponential = -torch.log(keyed_uniform(keys_B, step, logits_BV.shape[-1]))
+    token = (kept - torch.log(exponential)).argmax(-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
 class HFEngine:
     """Batched, left-padded, KV-cached sampling with a transformers causal LM."""
 
@@ -92,23 +146,26 @@ class HFEngine:
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
 
-    def generate(self, prompts: list[str], options: SamplingOptions, n: int = 1) -> list[list[Completion]]:
-        """N completions for each prompt text, in prompt order."""
-        return self.generate_ids([self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], options, n)
+    def generate(self, prompts: list[str], options: SamplingOptions, n: int = 1, seeds: list[list[int]] | None = None) -> list[list[Completion]]:
+        """N completions for each prompt text, in prompt order (see generate_ids)."""
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        return self.generate_ids(encoded, options, n, seeds)
 
-    def generate_ids(self, prompts: list[list[int]], options: SamplingOptions, n: int = 1) -> list[list[Completion]]:
-        """N completions for each tokenized prompt, in prompt order."""
-        requests = [index for index in range(len(prompts)) for _ in range(n)]
-        generator = torch.Generator(device=self.device).manual_seed(options.seed)
+    def generate_ids(self, prompts: list[list[int]], options: SamplingOptions, n: int = 1, seeds: list[list[int]] | None = None) -> list[list[Completion]]:
+        """Completions for each tokenized prompt, in prompt order: one per seed in SEEDS[i]
+        (default: N, seeded from options.seed, the prompt's index and the sample's)."""
+        seeds = request_seeds(len(prompts), n, options.seed) if seeds is None else seeds
+        requests = [(index, seed) for index, prompt_seeds in enumerate(seeds) for seed in prompt_seeds]
         results: list[list[Completion]] = [[] for _ in prompts]
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start : start + self.batch_size]
-            for index, completion in zip(chunk, self._generate_batch([prompts[i] for i in chunk], options, generator)):
+            keys_B = torch.tensor([seed for _, seed in chunk], dtype=torch.int64, device=self.device)
+            for (index, _), completion in zip(chunk, self._generate_batch([prompts[i] for i, _ in chunk], options, keys_B)):
                 results[index].append(completion)
         return results
 
     @torch.no_grad()
-    def _generate_batch(self, encoded: list[list[int]], options: SamplingOptions, generator) -> list[Completion]:
+    def _generate_batch(self, encoded: list[list[int]], options: SamplingOptions, keys_B: torch.Tensor) -> list[Completion]:
         self.model.eval()
         width = max(len(ids) for ids in encoded)
         pad = self.tokenizer.pad_token_id
@@ -131,7 +188,7 @@ class HFEngine:
             )
             cache = output.past_key_values
             logits = output.logits[:, -1, :].float()
-            token, logprob = self._sample(logits, options, generator)
+            token, logprob = sample_tokens(logits, options, keys_B, step)
             token = torch.where(finished, torch.full_like(token, pad), token)
             new_tokens[:, step] = token
             new_logprobs[:, step] = logprob
@@ -160,16 +217,12 @@ class HFEngine:
             )
         return completions
 
-    def _sample(self, logits: torch.Tensor, options: SamplingOptions, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A token per row, and its log-probability under the temperature-scaled distribution."""
-        if options.temperature <= 0:
-            token = logits.argmax(-1)
-            return token, logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
-        scaled = logits / options.temperature
-        logprobs = scaled.log_softmax(-1)
-        probs = filter_logits(scaled, options.top_k, options.top_p).softmax(-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+    def refresh_weights(self, model) -> None:
+        """Nothing to copy: this engine generates with the training model itself."""
+        self.model = model
+
+    def close(self) -> None:
+        pass
 
     def _hit_stop_strings(self, tokens, lengths, finished, stop_reason, stops) -> torch.Tensor:
         hits = torch.zeros_like(finished)
@@ -187,3 +240,18 @@ class HFEngine:
             if cut >= 0:
                 text = text[: cut + len(stop)]
         return text
+
+
+def make_engine(engine: str, model: str, *, dtype: str = "auto", device: str = "auto", batch_size: int = 32, seed: int = 0):
+    """(engine, tokenizer) for generating from the checkpoint MODEL with ENGINE (one of ENGINES)."""
+    from r1cli.modeling import load_model, load_tokenizer, resolve_device, resolve_dtype
+
+    if engine == "vllm":
+        from r1cli.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model, dtype=dtype, seed=seed), load_tokenizer(model)
+    if engine != "hf":
+        raise UserError(f"--engine {engine!r} is not one of: {', '.join(ENGINES)}")
+    target = resolve_device(device)
+    network, tokenizer = load_model(model, dtype=resolve_dtype(dtype, target))
+    return HFEngine(network.to(target), tokenizer, batch_size=batch_size), tokenizer

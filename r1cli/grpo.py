@@ -19,23 +19,24 @@ import torch
 import typer
 
 from r1cli import checkpoint as ckpt
-from r1cli.console import log
+from r1cli import runs
+from r1cli.console import log, progress_bar, warn
 from r1cli.errors import UserError
 from r1cli.generation import TEMPLATES, HFEngine, SamplingOptions, format_prompt
 from r1cli.grpo_loss import LOSS_TYPES, SCALINGS, Normaliser, aggregate, group_advantages, per_token_objective
 from r1cli.modeling import load_model, prepare_for_training, resolve_device, resolve_dtype
-from r1cli.records import dumps, read_records, to_prompt_record
+from r1cli.records import dumps, read_records, sample_record, to_prompt_record, unique_ids
 from r1cli.rewards import RewardOptions, Scorer, parse_rewards
-from r1cli.sample import sample_record, unique_ids
+from r1cli.sandbox import require_isolation
+from r1cli.seeding import derive_seed, python_random, seed_everything
 from r1cli.training import (
     MetricsLog,
     already_finished,
     format_status,
     make_optimizer,
     make_scheduler,
-    progress_bar,
     resume,
-    seed_everything,
+    training_identity,
 )
 
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "batch_size")
@@ -48,7 +49,7 @@ class Rollout:
 
     prompt_ids: list[int]
     completion_ids: list[int]
-    reward: float
+    reward: float | None  # None: no reward applies to it
     truncated: bool
 
 
@@ -66,7 +67,7 @@ def grpo(
     max_prompt_length: Annotated[int, typer.Option(help="Prompt tokens at most (longer prompts keep their end).", min=1)] = 1024,
     template: Annotated[str, typer.Option(help="chat | r1-zero (the R1 paper's template for base models).")] = "chat",
     system: Annotated[str | None, typer.Option(help="System message for --template chat.")] = None,
-    loss: Annotated[str, typer.Option(help="grpo (per-completion token mean, DeepSeekMath) | dapo (token mean over the step) | dr_grpo (sum / (completions x max tokens)).")] = "grpo",
+    loss: Annotated[str, typer.Option(help="grpo (per-completion token mean, DeepSeekMath) | dapo (token sum / the step's tokens; with --minibatches M each update divides by the step's tokens / M, as TRL does) | dr_grpo (sum / (completions x max tokens)).")] = "grpo",
     scale_rewards: Annotated[str, typer.Option(help="Advantage scaling: group (std of the group) | batch | none (Dr. GRPO).")] = "group",
     epsilon: Annotated[float, typer.Option(help="Clip range below (and above unless --epsilon-high).")] = 0.2,
     epsilon_high: Annotated[float | None, typer.Option(help="Clip range above (DAPO clip-higher). [default: --epsilon]")] = None,
@@ -102,120 +103,131 @@ def grpo(
     """Train MODEL with GRPO on PROMPTS, rewarded by --reward. Run the same command again to resume."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     started = time.time()
-    _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta)
+    _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p)
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     specs = parse_rewards(reward, RewardOptions(max_length=max_length or max_new_tokens, overlong_buffer=overlong_buffer))
-    if already_finished(out, options, overwrite=overwrite, may_change=RESUME_MAY_CHANGE):
-        return
-    records = unique_ids([to_prompt_record(r, prompt_key, answer_key) for r in read_records(prompts)])
-    if len(records) < prompts_per_step:
-        raise UserError(f"{prompts}: {len(records)} prompts, fewer than --prompts-per-step {prompts_per_step}")
+    if any(spec.name == "code" for spec in specs):
+        require_isolation("--reward code")
+    identity = training_identity(options, models={"model": model}, inputs={"prompts": prompts}, may_change=RESUME_MAY_CHANGE)
+    with runs.exclusive(out):
+        if already_finished(out, identity, overwrite=overwrite, inputs=[model, prompts]):
+            return
+        records, repeated = unique_ids([to_prompt_record(r, prompt_key, answer_key) for r in read_records(prompts)])
+        if repeated:
+            warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are used once")
+        if len(records) < prompts_per_step:
+            raise UserError(f"{prompts}: {len(records)} prompts, fewer than --prompts-per-step {prompts_per_step}")
 
-    target = resolve_device(device)
-    compute_dtype = resolve_dtype(dtype, target)
-    seed_everything(seed)
-    network, tokenizer = load_model(model, dtype=compute_dtype if lora_r else torch.float32)
-    network = prepare_for_training(network, model, lora_r, lora_alpha, 0.0, lora_targets, gradient_checkpointing).to(target)
-    reference = None
-    if beta > 0 and not lora_r:
-        reference = load_model(model, dtype=compute_dtype)[0].to(target).eval().requires_grad_(False)
-    optimizer = make_optimizer(network, lr, weight_decay)
-    scheduler = make_scheduler(optimizer, schedule="constant", warmup=warmup, total_steps=steps * iterations * minibatches, min_lr_ratio=1.0)
-    engine = HFEngine(network, tokenizer, batch_size=batch_size)
-    scorer = Scorer(specs)
-    stream = PromptStream(len(records), seed)
-    progress, latest = resume(out, network, optimizer, scheduler, options, may_change=RESUME_MAY_CHANGE)
-    start_step = 0
-    if progress:
-        start_step, stream.consumed = progress["step"], progress["prompts_consumed"]
-        if reference is not None and (latest / ckpt.STATE / "reference.safetensors").exists():
-            load_reference(reference, latest)
-    log(f"grpo: {len(records)} prompts, {steps} steps of {prompts_per_step} prompts x {num_generations} completions, "
-        f"loss {loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {target}")
+        target = resolve_device(device)
+        compute_dtype = resolve_dtype(dtype, target)
+        seed_everything(seed)
+        network, tokenizer = load_model(model, dtype=compute_dtype if lora_r else torch.float32)
+        network = prepare_for_training(network, model, lora_r, lora_alpha, 0.0, lora_targets, gradient_checkpointing).to(target)
+        reference = None
+        if beta > 0 and not lora_r:
+            reference = load_model(model, dtype=compute_dtype)[0].to(target).eval().requires_grad_(False)
+        optimizer = make_optimizer(network, lr, weight_decay)
+        scheduler = make_scheduler(optimizer, schedule="constant", warmup=warmup, total_steps=steps * iterations * minibatches, min_lr_ratio=1.0)
+        engine = HFEngine(network, tokenizer, batch_size=batch_size)
+        scorer = Scorer(specs)
+        stream = PromptStream(len(records), seed)
+        progress, latest = resume(out, network, optimizer, scheduler, identity)
+        start_step = 0
+        if progress:
+            start_step, stream.consumed = progress["step"], progress["prompts_consumed"]
+            if reference is not None and (latest / ckpt.STATE / "reference.safetensors").exists():
+                load_reference(reference, latest)
+        log(f"grpo: {len(records)} prompts, {steps} steps of {prompts_per_step} prompts x {num_generations} completions, "
+            f"loss {loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {target}")
 
-    # Tokenized once: generation and training see the same prompt tokens (longer prompts keep their end).
-    prompt_ids = [tokenizer(format_prompt(r["prompt"], tokenizer, template, system), add_special_tokens=False)["input_ids"][-max_prompt_length:]
-                  for r in records]
-    lineage = partial(ckpt.lineage, "grpo", options, parent=ckpt.describe_parent(model), inputs=ckpt.describe_inputs([prompts]))
-    metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
-    samples_log = out / "samples.jsonl"
-    last: dict = {}
-    with progress_bar() as bar:
-        task = bar.add_task("grpo", total=steps, completed=start_step, status="")
-        for step in range(start_step, steps):
-            step_started = time.time()
-            metrics: dict = {"step": step + 1}
+        # Tokenized once: generation and training see the same prompt tokens (longer prompts keep their end).
+        prompt_ids = [tokenizer(format_prompt(r["prompt"], tokenizer, template, system), add_special_tokens=False)["input_ids"][-max_prompt_length:]
+                      for r in records]
+        lineage = partial(ckpt.lineage, "grpo", options, parent=ckpt.describe_parent(model), inputs=ckpt.describe_inputs([prompts]),
+                          identity=identity.to_json())
+        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
+        samples_log = out / "samples.jsonl"
+        last: dict = {}
+        with progress_bar() as bar:
+            task = bar.add_task("grpo", total=steps, completed=start_step, status="")
+            for step in range(start_step, steps):
+                step_started = time.time()
+                metrics: dict = {"step": step + 1}
 
-            # 1. generate and 2. score: P groups of G completions (refilled when uniform groups are skipped)
-            groups, uniform, timings = [], 0, {"generate": 0.0, "score": 0.0}
-            sampling = SamplingOptions(temperature, top_p, 0, max_new_tokens, (), seed * 100_003 + step)
-            for _refill in range(8 if skip_uniform_groups else 1):
-                wanted = prompts_per_step - len(groups)
-                chosen = [stream.next() for _ in range(wanted)]
+                # 1. generate and 2. score: P groups of G completions (refilled when uniform groups are skipped)
+                groups, uniform, timings = [], 0, {"generate": 0.0, "score": 0.0}
+                sampling = SamplingOptions(temperature, top_p, 0, max_new_tokens, (), seed)
+                for _refill in range(8 if skip_uniform_groups else 1):
+                    wanted = prompts_per_step - len(groups)
+                    positions = [stream.consumed + offset for offset in range(wanted)]  # each prompt draw's place in the run
+                    chosen = [stream.next() for _ in range(wanted)]
+                    seeds = [[derive_seed(seed, "rollout", position, k) for k in range(num_generations)] for position in positions]
+                    began = time.time()
+                    network.eval()
+                    generated = engine.generate_ids([prompt_ids[i] for i in chosen], sampling, seeds=seeds)
+                    timings["generate"] += time.time() - began
+                    began = time.time()
+                    samples = [sample_record(records[i], k, c) for i, completions in zip(chosen, generated) for k, c in enumerate(completions)]
+                    scores = scorer.score(samples)
+                    for g, (index, completions) in enumerate(zip(chosen, generated)):
+                        group = slice(g * num_generations, (g + 1) * num_generations)
+                        totals = [scorer.total_if_scored(s) for s in scores[group]]
+                        scored = [t for t in totals if t is not None]
+                        if skip_uniform_groups and (len(scored) < 2 or max(scored) == min(scored)):
+                            uniform += 1
+                            continue
+                        groups.append((index, completions, samples[group], scores[group], totals))
+                    timings["score"] += time.time() - began
+                    if len(groups) >= prompts_per_step:
+                        break
+                if not groups:
+                    raise UserError("every sampled group had uniform rewards; nothing to learn from (try without --skip-uniform-groups)")
+
+                # 3. advantages and 4. train
                 began = time.time()
-                network.eval()
-                generated = engine.generate_ids([prompt_ids[i] for i in chosen], sampling, n=num_generations)
-                timings["generate"] += time.time() - began
-                began = time.time()
-                samples = [sample_record(records[i], k, c) for i, completions in zip(chosen, generated) for k, c in enumerate(completions)]
-                scores = scorer.score(samples)
-                for g, (index, completions) in enumerate(zip(chosen, generated)):
-                    group = slice(g * num_generations, (g + 1) * num_generations)
-                    totals = [scorer.total(s) for s in scores[group]]
-                    if skip_uniform_groups and max(totals) == min(totals):
-                        uniform += 1
-                        continue
-                    groups.append((index, completions, samples[group], scores[group], totals))
-                timings["score"] += time.time() - began
-                if len(groups) >= prompts_per_step:
-                    break
-                sampling.seed += 1
-            if not groups:
-                raise UserError("every sampled group had uniform rewards; nothing to learn from (try without --skip-uniform-groups)")
-
-            # 3. advantages and 4. train
-            began = time.time()
-            rollouts = [
-                Rollout(prompt_ids[index], c.token_ids, total, c.finish_reason == "length")
-                for index, completions, _, _, totals in groups for c, total in zip(completions, totals)
-            ]
-            rewards_B = torch.tensor([r.reward for r in rollouts])
-            advantages_B = group_advantages(rewards_B, num_generations, scale_rewards)
-            train_metrics = train_on_rollouts(
-                network, reference, optimizer, scheduler, rollouts, advantages_B, tokenizer.pad_token_id, target, compute_dtype,
-                loss=loss, temperature=temperature, epsilon_low=epsilon, epsilon_high=epsilon_high, beta=beta,
-                iterations=iterations, minibatches=minibatches, grad_accum=grad_accum, mask_truncated=mask_truncated,
-                max_new_tokens=max_new_tokens, max_grad_norm=max_grad_norm, lora=bool(lora_r), seed=seed * 7919 + step,
-            )
-            timings["train"] = time.time() - began
-            if reference is not None and ref_update_every and (step + 1) % ref_update_every == 0:
-                reference.load_state_dict(network.state_dict())
-
-            # 5. metrics, samples, checkpoints
-            all_scores = [s for *_, scores, _ in groups for s in scores]
-            metrics.update(step_metrics(rewards_B, all_scores, rollouts, uniform, len(groups) + uniform, timings, train_metrics, specs))
-            metrics["seconds"] = round(time.time() - step_started, 2)
-            if log_samples_every and (step + 1) % log_samples_every == 0:
-                _log_samples(samples_log, step + 1, groups[:2])
-            done = step + 1
-            metrics_log.write(metrics)  # before the checkpoint: a run resumed from it must not lack this step's line
-            if save_every and done % save_every == 0 and done < steps:
-                progress = {"step": done, "prompts_consumed": stream.consumed, "options": options}
-                ckpt.write_checkpoint(
-                    ckpt.checkpoint_dir(out, done),
-                    partial(_write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-                            progress=progress, save_dtype=compute_dtype, lora_r=lora_r, reference=reference if ref_update_every else None),
-                    lineage(step=done, metrics=metrics),
+                rollouts = [
+                    Rollout(prompt_ids[index], c.token_ids, total, c.finish_reason == "length")
+                    for index, completions, _, _, totals in groups for c, total in zip(completions, totals)
+                ]
+                # A completion no reward applies to moves nothing: advantage 0, outside its group's mean and std.
+                valid_B = torch.tensor([r.reward is not None for r in rollouts])
+                rewards_B = torch.tensor([0.0 if r.reward is None else r.reward for r in rollouts])
+                advantages_B = group_advantages(rewards_B, num_generations, scale_rewards, valid_B)
+                train_metrics = train_on_rollouts(
+                    network, reference, optimizer, scheduler, rollouts, advantages_B, tokenizer.pad_token_id, target, compute_dtype,
+                    loss=loss, temperature=temperature, epsilon_low=epsilon, epsilon_high=epsilon_high, beta=beta,
+                    iterations=iterations, minibatches=minibatches, grad_accum=grad_accum, mask_truncated=mask_truncated,
+                    max_new_tokens=max_new_tokens, max_grad_norm=max_grad_norm, lora=bool(lora_r), seed=derive_seed(seed, "minibatch-order", step),
                 )
-                ckpt.prune_checkpoints(out, keep_checkpoints)
-            last = metrics
-            bar.update(task, completed=done, status=format_status(metrics, STATUS_KEYS))
-    metrics_log.close()
-    scorer.close()
-    final = {**last, "wall_seconds": round(time.time() - started, 1)}
-    ckpt.write_checkpoint(out, partial(ckpt.write_final, network=network, tokenizer=tokenizer, save_dtype=compute_dtype,
-                                       lora_r=lora_r, merge=merge), lineage(step=steps, metrics=final))
-    log(f"wrote {out} (step {steps}: {format_status(final, ('reward', 'accuracy', 'format', 'wall_seconds'))})")
+                timings["train"] = time.time() - began
+                if reference is not None and ref_update_every and (step + 1) % ref_update_every == 0:
+                    reference.load_state_dict(network.state_dict())
+
+                # 5. metrics, samples, checkpoints
+                all_scores = [s for *_, scores, _ in groups for s in scores]
+                metrics.update(step_metrics(rewards_B[valid_B], all_scores, rollouts, uniform, len(groups) + uniform, timings, train_metrics, specs))
+                metrics["seconds"] = round(time.time() - step_started, 2)
+                if log_samples_every and (step + 1) % log_samples_every == 0:
+                    _log_samples(samples_log, step + 1, groups[:2])
+                done = step + 1
+                metrics_log.write(metrics)  # before the checkpoint: a run resumed from it must not lack this step's line
+                if save_every and done % save_every == 0 and done < steps:
+                    progress = {"step": done, "prompts_consumed": stream.consumed, "options": options, "identity": identity.to_json()}
+                    ckpt.write_checkpoint(
+                        ckpt.checkpoint_dir(out, done),
+                        partial(_write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
+                                progress=progress, save_dtype=compute_dtype, lora_r=lora_r, reference=reference if ref_update_every else None),
+                        lineage(step=done, metrics=metrics),
+                    )
+                    ckpt.prune_checkpoints(out, keep_checkpoints)
+                last = metrics
+                bar.update(task, completed=done, status=format_status(metrics, STATUS_KEYS))
+        metrics_log.close()
+        scorer.close()
+        final = {**last, "wall_seconds": round(time.time() - started, 1)}
+        ckpt.write_checkpoint(out, partial(ckpt.write_final, network=network, tokenizer=tokenizer, save_dtype=compute_dtype,
+                                           lora_r=lora_r, merge=merge), lineage(step=steps, metrics=final))
+        log(f"wrote {out} (step {steps}: {format_status(final, ('reward', 'accuracy', 'format', 'wall_seconds'))})")
 
 
 class PromptStream:
@@ -227,7 +239,7 @@ class PromptStream:
     def next(self) -> int:
         epoch, offset = divmod(self.consumed, self.size)
         order = list(range(self.size))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        python_random(self.seed, "prompt-order", epoch).shuffle(order)
         self.consumed += 1
         return order[offset]
 
@@ -242,6 +254,8 @@ def train_on_rollouts(network, reference, optimizer, scheduler, rollouts, advant
     old_logprobs = None if on_policy else _logprobs_of(network, rollouts, pad_id, device, compute_dtype, temperature)
     totals = {"kl": [], "clipped_low": [], "clipped_high": [], "entropy": [], "loss": [], "grad_norm": []}
     trainable = [p for p in network.parameters() if p.requires_grad]
+    # dapo with M minibatches divides each update by the step's tokens / M, so updates have equal scale.
+    step_tokens = sum(len(r.completion_ids) for r in rollouts if not (mask_truncated and r.truncated))
     for _ in range(iterations):
         order = list(range(len(rollouts)))
         if not on_policy:
@@ -249,7 +263,8 @@ def train_on_rollouts(network, reference, optimizer, scheduler, rollouts, advant
         for minibatch in _split(order, minibatches):
             micro_batches = _split(minibatch, grad_accum)
             batches = [_collate([rollouts[i] for i in micro], pad_id, device, mask_truncated) for micro in micro_batches]
-            normaliser = Normaliser.for_step(loss, [b["completion_mask"] for b in batches], max_new_tokens)
+            normaliser = Normaliser.for_step(loss, [b["completion_mask"] for b in batches], max_new_tokens,
+                                             step_tokens=step_tokens, minibatches=minibatches)
             step_loss = 0.0
             for micro, batch in zip(micro_batches, batches):
                 with torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
@@ -345,8 +360,9 @@ def _split(items: list[int], parts: int) -> list[list[int]]:
 def step_metrics(rewards_B, scores, rollouts, uniform, groups_seen, timings, train_metrics, specs) -> dict:
     lengths = [len(r.completion_ids) for r in rollouts]
     metrics = {
-        "reward": rewards_B.mean().item(),
+        "reward": rewards_B.mean().item() if len(rewards_B) else None,
         "reward_std": rewards_B.std().item() if len(rewards_B) > 1 else 0.0,
+        "unscored": sum(r.reward is None for r in rollouts),  # completions no reward applied to
     }
     for spec in specs:
         values = [s[spec.name] for s in scores if s.get(spec.name) is not None]
@@ -394,7 +410,11 @@ def load_reference(reference, directory: Path) -> None:
     reference.load_state_dict(load_file(directory / ckpt.STATE / "reference.safetensors"), strict=False)
 
 
-def _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta) -> None:
+def _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p) -> None:
+    if not (0 < top_p <= 1):
+        raise UserError(f"--top-p {top_p}: must be in (0, 1]")
+    if not temperature > 0:
+        raise UserError(f"--temperature {temperature}: GRPO samples, so it must be above 0")
     if template not in TEMPLATES:
         raise UserError(f"--template {template!r} is not one of: {', '.join(TEMPLATES)}")
     if loss not in LOSS_TYPES:

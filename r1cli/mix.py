@@ -7,6 +7,7 @@ offset; the chosen (file, offset) pairs are shuffled and read back one by one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ import typer
 from r1cli.console import log
 from r1cli.errors import UserError
 from r1cli.records import STDIO, parse_line, to_prompt_record, training_kind, write_records
+from r1cli.runs import check_file_output, exclusive
 
 
 @dataclass
@@ -45,6 +47,7 @@ def mix(
     without replacement while a source suffices and with replacement beyond; without it,
     every record once. The output is shuffled."""
     rng = random.Random(seed)
+    check_file_output(out, [spec if Path(spec).exists() else spec.rpartition(":")[0] or spec for spec in inputs])
     with tempfile.TemporaryDirectory() as scratch:
         sources = [parse_source(spec, scratch) for spec in inputs]
         seen: set[bytes] | None = set() if dedupe else None
@@ -66,7 +69,8 @@ def mix(
         rng.shuffle(picks)
         handles = [open(s.path, "rb") for s in sources]  # noqa: SIM115 - closed below
         try:
-            count = write_records(out, (read_at(handles[n], offset) for n, offset in picks))
+            with exclusive(out) if out != STDIO else contextlib.nullcontext():
+                count = write_records(out, (read_at(handles[n], offset) for n, offset in picks))
         finally:
             for handle in handles:
                 handle.close()
@@ -83,8 +87,8 @@ def parse_source(spec: str, scratch: str) -> Source:
             path = spec  # a ':' that is part of the path
     else:
         path = spec
-    if weight < 0:
-        raise UserError(f"{spec}: a weight must be >= 0")
+    if not math.isfinite(weight) or weight < 0:
+        raise UserError(f"{spec}: a weight must be a finite number >= 0")
     if path == STDIO:  # stdin cannot be read twice: spool it
         path = str(Path(scratch) / "stdin.jsonl")
         with open(path, "wb") as handle:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from transformers.utils import logging as transformers_logging
 
 from r1cli.errors import UserError
+from r1cli.records import read_json_file
 
 transformers_logging.disable_progress_bar()  # r1's own progress bars are the ones on stderr
 
@@ -16,9 +16,20 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` is the GPU where there is one, else the CPU; `cuda` must exist when asked for."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not one of: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r} is not one of: auto, cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -43,7 +54,7 @@ def load_tokenizer(source: str):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # missing or corrupt tokenizer files
         raise UserError(f"{source}: cannot load a tokenizer ({_first_line(error)})") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -69,8 +80,8 @@ def load_model(model: str, *, dtype: torch.dtype = torch.float32, seed: int = 0)
     tokenizer = load_tokenizer(model)
     try:
         network = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{model}: cannot load the model ({_first_line(error)})") from None
+    except Exception as error:  # a missing, corrupt or foreign checkpoint surfaces as many error types
+        raise UserError(f"{model}: cannot load the model ({type(error).__name__}: {_first_line(error)})") from None
     _align_special_tokens(network, tokenizer)
     return network, tokenizer
 
@@ -78,11 +89,8 @@ def load_model(model: str, *, dtype: torch.dtype = torch.float32, seed: int = 0)
 def _init_from_config(path: Path, *, dtype: torch.dtype, seed: int):
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    if "model_type" not in fields:
+    fields = read_json_file(path)
+    if not isinstance(fields, dict) or "model_type" not in fields:
         raise UserError(f"{path}: a model config needs a 'model_type' field (e.g. \"qwen2\", \"llama\")")
     tokenizer_source = path.parent / fields.pop("tokenizer", ".")
     tokenizer = load_tokenizer(str(tokenizer_source))
@@ -91,14 +99,14 @@ def _init_from_config(path: Path, *, dtype: torch.dtype, seed: int):
         raise UserError(f"{path}: vocab_size {fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}")
     try:
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    except (ValueError, KeyError) as error:
-        raise UserError(f"{path}: {_first_line(error)}") from None
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        config.bos_token_id = tokenizer.bos_token_id
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except Exception as error:  # an unknown model type or values the architecture cannot take
+        raise UserError(f"{path}: not a usable model config ({type(error).__name__}: {_first_line(error)})") from None
     network.generation_config = GenerationConfig.from_model_config(config)
     _align_special_tokens(network, tokenizer)
     return network, tokenizer

@@ -10,6 +10,7 @@ import typer
 from r1cli.console import log
 from r1cli.errors import UserError
 from r1cli.records import atomic_path, read_records
+from r1cli.runs import check_file_output
 
 DEFAULT_METRICS = ["reward", "accuracy", "kl", "completion_length"]
 
@@ -23,6 +24,7 @@ def plot(
     title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
 ) -> None:
     """Plot each METRIC per step for every run, one panel per metric, one line per run."""
+    check_file_output(str(out), [str(path) for path in metrics])
     names = metric or DEFAULT_METRICS
     labels = label or [path.parent.name or str(path) for path in metrics]
     if len(labels) != len(metrics):

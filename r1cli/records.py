@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -39,15 +40,39 @@ class Record(dict):
 def read_records(path: str | Path) -> Iterator[Record]:
     """Yield the records of a JSONL file (or stdin for `-`), a JSON array file, or a Parquet file."""
     name = str(path)
-    if name != STDIO and not Path(name).exists():
-        raise UserError(f"{name}: no such file")
+    if name != STDIO:
+        if not Path(name).exists():
+            raise UserError(f"{name}: no such file")
+        if Path(name).is_dir():
+            raise UserError(f"{name}: is a directory, not a file of records")
     if name.endswith(".parquet") or (name.endswith(".json") and _starts_with_array(name)):
         yield from _read_with_datasets(name)
     elif name == STDIO:
-        yield from _read_jsonl(sys.stdin, "<stdin>")
+        yield from _read_jsonl(io.BytesIO(stdin_bytes()), "<stdin>")
     else:
-        with open(name, encoding="utf-8") as handle:
+        with open(name, "rb") as handle:
             yield from _read_jsonl(handle, name)
+
+
+_stdin: dict = {}
+
+
+def stdin_bytes() -> bytes:
+    """Standard input, read once: a command may read its records and hash them."""
+    if _stdin.get("stream") is not sys.stdin:
+        stream = getattr(sys.stdin, "buffer", None)  # a text stream without bytes underneath (tests): encode it
+        _stdin["data"] = stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+        _stdin["stream"] = sys.stdin
+    return _stdin["data"]
+
+
+def input_sha256(path: str | Path) -> str:
+    """The sha256 of an input file's bytes (of standard input for `-`)."""
+    if str(path) == STDIO:
+        return hashlib.sha256(stdin_bytes()).hexdigest()
+    if not Path(path).is_file():
+        raise UserError(f"{path}: {'is a directory, not a file of records' if Path(path).is_dir() else 'no such file'}")
+    return file_sha256(path)
 
 
 def read_all(paths: Iterable[str | Path]) -> list[Record]:
@@ -61,8 +86,12 @@ def read_all(paths: Iterable[str | Path]) -> list[Record]:
     return records
 
 
-def _read_jsonl(handle: IO[str], name: str) -> Iterator[Record]:
-    for line_number, line in enumerate(handle, start=1):
+def _read_jsonl(handle: IO[bytes], name: str) -> Iterator[Record]:
+    for line_number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{name}:{line_number}: not UTF-8 text (byte {error.start + 1} of the line)") from None
         if line.strip():
             yield parse_line(line, f"{name}:{line_number}")
 
@@ -79,9 +108,9 @@ def parse_line(line: str | bytes, where: str) -> Record:
 
 
 def _starts_with_array(name: str) -> bool:
-    with open(name, encoding="utf-8") as handle:
+    with open(name, "rb") as handle:
         head = handle.read(4096).lstrip()
-    return head.startswith("[")
+    return head.startswith(b"[")
 
 
 def _read_with_datasets(name: str) -> Iterator[Record]:
@@ -189,6 +218,31 @@ def to_prompt_record(record: Record, prompt_key: str = "prompt", answer_key: str
     return Record.at(fields, record.where)
 
 
+def unique_ids(records: list[Record]) -> tuple[list[Record], int]:
+    """Each id once (samples are keyed by (id, sample), so a repeated prompt is sampled once),
+    and how many repeats were dropped."""
+    seen: dict[str, Record] = {}
+    for record in records:
+        seen.setdefault(record["id"], record)
+    return list(seen.values()), len(records) - len(seen)
+
+
+def sample_record(record: dict, k: int, completion) -> dict:
+    """The sample record (DESIGN.md) of completion K of a prompt record."""
+    from r1cli.answers import split_completion
+
+    reasoning, response = split_completion(completion.text)
+    return {
+        **record,
+        "sample": k,
+        "completion": completion.text,
+        "reasoning": reasoning,
+        "response": response,
+        "finish_reason": completion.finish_reason,
+        "completion_tokens": len(completion.token_ids),
+    }
+
+
 def check_messages(record: Record, field: str = "messages") -> list[dict]:
     messages = require(record, field, list)
     if not messages:
@@ -228,7 +282,12 @@ def training_kind(record: Record) -> str:
 
 
 def read_json_file(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {'is a directory, not a JSON file' if path.is_dir() else 'no such file'}")
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 import typer
 
 from r1cli import checkpoint as ckpt
-from r1cli.console import log, warn
+from r1cli import runs
+from r1cli.console import log, progress_bar, warn
 from r1cli.errors import UserError
 from r1cli.modeling import (
     count_parameters,
@@ -24,6 +25,7 @@ from r1cli.modeling import (
     resolve_dtype,
 )
 from r1cli.records import read_all
+from r1cli.seeding import seed_everything
 from r1cli.sft_data import IGNORE, Row, StepPlan, collate, encode_records, resolve_template, to_rows
 from r1cli.teacher import Teacher
 from r1cli.training import (
@@ -32,9 +34,8 @@ from r1cli.training import (
     format_status,
     make_optimizer,
     make_scheduler,
-    progress_bar,
     resume,
-    seed_everything,
+    training_identity,
     warmup_steps,
 )
 
@@ -87,10 +88,17 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
     its token-level KL term (`r1 distill --kd-weight`)."""
     run = SimpleNamespace(**options)
     out = Path(run.out)
-    started = time.time()
-    if already_finished(out, options, overwrite=run.overwrite, may_change=RESUME_MAY_CHANGE):
-        return
+    models = {"model": run.model, **({"teacher": teacher.path} if teacher else {})}
+    identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(run.data)},
+                                 may_change=RESUME_MAY_CHANGE)
+    with runs.exclusive(out):
+        if already_finished(out, identity, overwrite=run.overwrite, inputs=[*models.values(), *run.data, *(run.eval_data or [])]):
+            return
+        _train(run, out, options, identity, command, teacher)
 
+
+def _train(run: SimpleNamespace, out: Path, options: dict, identity, command: str, teacher: Teacher | None) -> None:
+    started = time.time()
     target = resolve_device(run.device)
     compute_dtype = resolve_dtype(run.dtype, target)
     seed_everything(run.seed)
@@ -107,7 +115,7 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
     scheduler = make_scheduler(
         optimizer, schedule=run.schedule, warmup=warmup_steps(run.warmup, total_steps), total_steps=total_steps, min_lr_ratio=run.min_lr_ratio
     )
-    progress, _ = resume(out, network, optimizer, scheduler, options, may_change=RESUME_MAY_CHANGE)
+    progress, _ = resume(out, network, optimizer, scheduler, identity)
     start_step = progress["step"] if progress else 0
 
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
@@ -121,7 +129,7 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
 
     if teacher:
         teacher.prepare(tokenizer, run.model, target, compute_dtype)
-    lineage = _lineage_writer(command, options, run.model, run.data, run.eval_data, truncated)
+    lineage = _lineage_writer(command, options, run.model, run.data, run.eval_data, truncated, identity)
     metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start_step)
     last: dict = {}
     with progress_bar() as bar:
@@ -152,7 +160,7 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
                 ckpt.write_checkpoint(
                     directory,
                     partial(ckpt.write_intermediate, network=network, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler,
-                            progress={"step": done, "options": options}, save_dtype=compute_dtype, lora_r=run.lora_r),
+                            progress={"step": done, "options": options, "identity": identity.to_json()}, save_dtype=compute_dtype, lora_r=run.lora_r),
                     lineage(done, last),
                 )
                 ckpt.prune_checkpoints(out, run.keep_checkpoints)
@@ -224,11 +232,12 @@ def evaluate_loss(network, rows: list[Row], pad_id, device, compute_dtype, batch
     return loss_total / label_total
 
 
-def _lineage_writer(command: str, options: dict, model: str, data, eval_data, truncated: int):
+def _lineage_writer(command: str, options: dict, model: str, data, eval_data, truncated: int, identity):
     parent = ckpt.describe_parent(model)
     inputs = ckpt.describe_inputs([*data, *(eval_data or [])])
 
     def lineage(step: int, metrics: dict) -> dict:
-        return ckpt.lineage(command, options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated})
+        return ckpt.lineage(command, options, parent=parent, inputs=inputs, step=step, metrics={**metrics, "truncated_examples": truncated},
+                            identity=identity.to_json())
 
     return lineage

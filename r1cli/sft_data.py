@@ -15,6 +15,7 @@ import torch
 
 from r1cli.errors import UserError
 from r1cli.records import Record, training_kind
+from r1cli.seeding import torch_generator
 
 IGNORE = -100
 TEMPLATES = ("auto", "chat", "plain")
@@ -330,7 +331,7 @@ class StepPlan:
 
     def micro_batches(self, step: int) -> list[list[int]]:
         epoch, offset = divmod(step, self.steps_per_epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch_generator(self.seed, "data-order", epoch)
         order = torch.randperm(self.n_rows, generator=generator).tolist()
         chosen = order[offset * self.rows_per_step : (offset + 1) * self.rows_per_step]
         return [chosen[i : i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]

@@ -11,6 +11,7 @@ import typer
 from r1cli.console import log
 from r1cli.errors import UserError
 from r1cli.records import read_json_file, write_json, write_text
+from r1cli.runs import check_file_output
 
 COLUMNS = [  # (report key, column title, as percent)
     ("pass@1", "pass@1", True),
@@ -30,17 +31,20 @@ def summary(
 ) -> None:
     """Collect each REPORT's overall block under its NAME; print and optionally write the table."""
     checkpoints = {}
+    check_file_output(str(out), [spec.partition("=")[2] for spec in reports])
+    if markdown is not None:
+        check_file_output(str(markdown), [str(out), *(spec.partition("=")[2] for spec in reports)])
     for spec in reports:
         name, separator, path = spec.partition("=")
         if not separator or not name or not path:
             raise UserError(f"{spec!r}: expected NAME=REPORT.json, e.g. base=runs/demo/eval/base.json")
         report = read_json_file(Path(path))
-        if not isinstance(report, dict) or "overall" not in report:
+        if not isinstance(report, dict) or not isinstance(report.get("overall"), dict):
             raise UserError(f"{path}: not an `r1 eval` report (no 'overall' block)")
         checkpoints[name] = report["overall"]
     result = {"wall_seconds": None if since is None else round(time.time() - since, 1), "checkpoints": checkpoints}
+    table = markdown_table(checkpoints)  # before anything is written: a report it cannot read writes nothing
     write_json(out, result)
-    table = markdown_table(checkpoints)
     if markdown:
         wall = "" if since is None else f"\n\nWall time: {result['wall_seconds'] / 60:.1f} minutes.\n"
         write_text(markdown, table + wall)
@@ -58,6 +62,9 @@ def markdown_table(checkpoints: dict[str, dict]) -> str:
         cells = [name]
         for key, _, percent in COLUMNS:
             value = block.get(key.replace("@k", f"@{k}"))
-            cells.append("–" if value is None else f"{100 * value:.1f}" if percent else f"{value:.1f}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                cells.append("–")
+            else:
+                cells.append(f"{100 * value:.1f}" if percent else f"{value:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n(percentages; tokens = mean completion tokens)"

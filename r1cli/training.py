@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import shutil
 from pathlib import Path
 
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from r1cli import checkpoint as ckpt
-from r1cli.console import console, log
+from r1cli import runs
+from r1cli.console import log
 from r1cli.errors import UserError
-from r1cli.records import dumps
+from r1cli.records import dumps, input_sha256
 
 SCHEDULES = ("cosine", "linear", "constant")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -85,29 +71,37 @@ class MetricsLog:
         self.handle.close()
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-        transient=False,
+# Options naming files: what they hold is compared (by content), not how they are spelled.
+PATH_OPTIONS = ("model", "data", "prompts", "out", "eval_data", "teacher", "student", "traces")
+
+
+def training_identity(options: dict, *, models: dict[str, str], inputs: dict[str, str], may_change: tuple[str, ...]) -> runs.Identity:
+    """What a training run's result depends on: its models' contents, its inputs' bytes, and the
+    options other than paths and those that may change between a run and its resumption."""
+    return runs.Identity(
+        models={role: runs.model_fingerprint(model) for role, model in models.items()},
+        inputs={role: input_sha256(path) for role, path in inputs.items()},
+        options={k: v for k, v in options.items() if k not in may_change and k not in PATH_OPTIONS},
     )
 
 
-def check_resumable(saved: dict, current: dict, out: Path, ignore: tuple[str, ...]) -> None:
-    """Refuse to resume a run with options that change what it computes."""
-    changed = [k for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
-    if changed:
-        first = changed[0]
-        raise UserError(
-            f"{out} holds a run with other options ({first}: {saved.get(first)!r} there, "
-            f"{current.get(first)!r} now; {len(changed)} differ): use another --out, or --overwrite"
-        )
+def refuse_other_run(out: Path, saved: dict | None, identity: runs.Identity) -> None:
+    if saved is None:
+        raise UserError(f"{out} holds a run of an older r1 that did not record what it depends on: use --overwrite or another --out")
+    runs.refuse_other_identity(str(out), identity, runs.Identity.from_json(saved), "use --overwrite to start over, or another --out")
+
+
+def already_finished(out: Path, identity: runs.Identity, *, overwrite: bool, inputs: list[str]) -> bool:
+    """Check OUT may hold this run (the caller holds its lock); start over with --overwrite
+    (removing only what r1 wrote), or report a finished run with the same identity as done."""
+    runs.check_run_directory(out, inputs, overwrite=overwrite)
+    if overwrite:
+        runs.clear_run_directory(out)
+    if not ckpt.is_complete(out):
+        return False
+    refuse_other_run(out, ckpt.read_lineage(out).get("identity"), identity)
+    log(f"{out} is already complete; nothing to do")
+    return True
 
 
 def format_status(metrics: dict, keys: tuple[str, ...]) -> str:
@@ -121,23 +115,12 @@ def format_status(metrics: dict, keys: tuple[str, ...]) -> str:
     return "  ".join(parts)
 
 
-def already_finished(out: Path, options: dict, *, overwrite: bool, may_change: tuple[str, ...]) -> bool:
-    """Start over (--overwrite), or report a finished run with the same options as done."""
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if not ckpt.is_complete(out):
-        return False
-    check_resumable(ckpt.read_lineage(out)["options"], options, out, may_change)
-    log(f"{out} is already complete; nothing to do")
-    return True
-
-
-def resume(out: Path, network, optimizer, scheduler, options: dict, *, may_change: tuple[str, ...]) -> tuple[dict | None, Path | None]:
+def resume(out: Path, network, optimizer, scheduler, identity: runs.Identity) -> tuple[dict | None, Path | None]:
     """Restore the newest intermediate checkpoint of OUT, if any: (its progress, its directory)."""
     latest = ckpt.latest_checkpoint(out)
     if latest is None:
         return None, None
+    refuse_other_run(out, ckpt.read_json_file(latest / ckpt.STATE / "progress.json").get("identity"), identity)
     progress = ckpt.load_training_state(latest, network, optimizer, scheduler)
-    check_resumable(progress["options"], options, out, may_change)
     log(f"resuming from {latest} (step {progress['step']})")
     return progress, latest

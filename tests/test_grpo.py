@@ -94,7 +94,8 @@ def test_skip_uniform_groups_refills_the_step(tmp_path, tiny_checkpoint, monkeyp
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"{'flat' if i % 2 else 'open'} prompt {i}"} for i in range(40)])
     grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["half_uniform:score"], steps=3, skip_uniform_groups=True, **FAST)
     for line in metrics(tmp_path / "out"):
-        assert line["completions"] == 16 and line["uniform_groups"] > 0.2  # refilled to 4 groups of 4
+        # refilled to 4 groups of 4, after at least one uniform group was dropped (1 of 5 seen, or more)
+        assert line["completions"] == 16 and line["uniform_groups"] >= 0.2
 
 
 @pytest.mark.parametrize("lora_r", [0, 4])

@@ -63,7 +63,7 @@ def test_dedupe_stdin_and_bad_records(tmp_path, monkeypatch, capsys):
     assert status == 2 and "bad.jsonl:2: not a training record" in err and not (tmp_path / "o.jsonl").exists()
 
 
-@pytest.mark.parametrize("spec, message", [("nowhere.jsonl", "nowhere.jsonl: no such file"), ("{a}:-1", "a weight must be >= 0")])
+@pytest.mark.parametrize("spec, message", [("nowhere.jsonl", "nowhere.jsonl: no such file"), ("{a}:-1", "a weight must be a finite number >= 0")])
 def test_bad_sources(tmp_path, monkeypatch, capsys, spec, message):
     (a,) = sources(tmp_path, {"a": 3})
     status, _, err = run_cli(monkeypatch, capsys, "mix", spec.format(a=a), "--out", str(tmp_path / "o.jsonl"))

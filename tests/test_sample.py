@@ -3,7 +3,7 @@ import subprocess
 import sys
 import time
 
-from conftest import SHARED_DATA, run_cli, write_jsonl
+from conftest import run_cli, shared_path, write_jsonl
 
 from r1cli.answers import split_completion
 
@@ -77,7 +77,7 @@ def test_shards_split_the_prompts_and_concatenate(tmp_path, tiny_checkpoint, mon
 
 def test_stdout_output_and_real_gsm8k_keys(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     gsm8k = tmp_path / "g.jsonl"
-    gsm8k.write_text("".join((SHARED_DATA / "gsm8k" / "test.jsonl").read_text().splitlines(keepends=True)[:3]))
+    gsm8k.write_text("".join(shared_path("gsm8k", "test").read_text().splitlines(keepends=True)[:3]))
     status, out, _ = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, gsm8k, "-", "--prompt-key", "question", "--template", "r1-zero"))
     records = [json.loads(line) for line in out.splitlines()]
     assert status == 0 and len(records) == 3

@@ -134,7 +134,7 @@ def test_rerunning_a_finished_run_does_nothing_and_other_options_are_refused(tmp
     status, _, err = run_cli(monkeypatch, capsys, *args)
     assert status == 0 and "already complete" in err
     status, _, err = run_cli(monkeypatch, capsys, *args[:-1], "0.002")
-    assert status == 2 and "other options (lr: 0.001 there, 0.002 now" in err
+    assert status == 2 and "made with other settings (--lr: 0.001 there, 0.002 now)" in err
 
 
 @pytest.mark.parametrize(
