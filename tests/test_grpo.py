@@ -134,3 +134,35 @@ def test_r1_zero_on_the_toy_world_raises_reward_and_accuracy(tmp_path, monkeypat
     assert mean(last, "reward") > mean(first, "reward") + 0.3
     assert mean(last, "accuracy") > mean(first, "accuracy") + 0.05
     assert mean(last, "format") > 0.9
+
+
+def test_completions_no_reward_applies_to_get_no_advantage_and_are_counted(tmp_path, tiny_checkpoint, monkeypatch):
+    (tmp_path / "sometimes.py").write_text(
+        "def score(record):\n"
+        "    # no opinion on completions of odd character-sum: they must move nothing\n"
+        "    total = sum(map(ord, record['completion']))\n"
+        "    return None if total % 2 else float(total % 7)\n")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    original = grpo_module.train_on_rollouts
+
+    def spy(network, reference, optimizer, scheduler, rollouts, advantages_B, *args, **kwargs):
+        seen.append(([r.reward for r in rollouts], advantages_B.tolist()))
+        return original(network, reference, optimizer, scheduler, rollouts, advantages_B, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "train_on_rollouts", spy)
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["sometimes:score"], steps=2, **FAST)
+    for (rewards, advantages), line in zip(seen, metrics(tmp_path / "out")):
+        assert line["unscored"] == sum(r is None for r in rewards) and 0 < line["unscored"] < len(rewards)
+        scored = [r for r in rewards if r is not None]
+        assert line["reward"] == pytest.approx(sum(scored) / len(scored))
+        for start in range(0, len(rewards), 4):  # groups of G = 4: mean and std over the scored members only
+            group, got = rewards[start : start + 4], advantages[start : start + 4]
+            valid = [r for r in group if r is not None]
+            if len(valid) < 2:
+                assert got == [0.0] * 4
+                continue
+            mean = sum(valid) / len(valid)
+            std = (sum((r - mean) ** 2 for r in valid) / (len(valid) - 1)) ** 0.5
+            assert got == pytest.approx([0.0 if r is None else (r - mean) / (std + 1e-4) for r in group], abs=1e-5)
