@@ -114,6 +114,15 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def cache_argument(model) -> str:
+    """The name of the KV cache in the model's forward and output: `cache` in newer transformers,
+    `past_key_values` before (both are supported: the GPU image pins an older release)."""
+    import inspect
+
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def request_seeds(n_prompts: int, n: int, seed: int) -> list[list[int]]:
     """The default seed of completion K of prompt I in a request seeded with SEED."""
     return [[derive_seed(seed, "request", index, k) for k in range(n)] for index in range(n_prompts)]
@@ -145,6 +154,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
+        self.cache_argument = cache_argument(model)
 
     def generate(self, prompts: list[str], options: SamplingOptions, n: int = 1, seeds: list[list[int]] | None = None) -> list[list[Completion]]:
         """N completions for each prompt text, in prompt order (see generate_ids)."""
@@ -184,9 +194,9 @@ class HFEngine:
         for step in range(options.max_new_tokens):
             output = self.model(
                 input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions,
-                past_key_values=cache, use_cache=True,
+                use_cache=True, **{self.cache_argument: cache},
             )
-            cache = output.past_key_values
+            cache = getattr(output, self.cache_argument)
             logits = output.logits[:, -1, :].float()
             token, logprob = sample_tokens(logits, options, keys_B, step)
             token = torch.where(finished, torch.full_like(token, pad), token)

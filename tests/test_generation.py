@@ -69,3 +69,32 @@ def test_prompt_templates(model_and_tokenizer):
     assert R1_ZERO_TEMPLATE.endswith("User: {prompt}. Assistant:")
     chat = format_prompt("2+2?", tokenizer, "chat", system="Think first.")
     assert chat == "<|system|>Think first.<|end|><|user|>2+2?<|end|><|assistant|>"
+
+
+def test_a_completion_depends_on_its_own_seed_not_on_its_batch(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = [tokenizer(format_prompt(p, tokenizer, "chat"), add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    options = SamplingOptions(temperature=1.0, top_p=0.9, max_new_tokens=10)
+    together = HFEngine(model, tokenizer, batch_size=6).generate_ids(ids, options, seeds=[[11, 12], [21, 22], [31, 32]])
+    alone = HFEngine(model, tokenizer, batch_size=1).generate_ids([ids[1]], options, seeds=[[22]])
+    reordered = HFEngine(model, tokenizer, batch_size=4).generate_ids([ids[2], ids[1]], options, seeds=[[32], [21, 22]])
+    assert alone[0][0].token_ids == together[1][1].token_ids
+    assert [c.token_ids for c in reordered[1]] == [c.token_ids for c in together[1]]
+    assert reordered[0][0].token_ids == together[2][1].token_ids
+    assert together[1][0].token_ids != together[1][1].token_ids  # other seeds, other draws
+
+
+def test_keyed_sampling_draws_from_the_filtered_distribution():
+    from r1cli.generation import sample_tokens
+    from r1cli.seeding import derive_seed
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    rows = 40_000
+    keys = torch.tensor([derive_seed(5, "row", i) for i in range(rows)])
+    for options in (SamplingOptions(temperature=0.7), SamplingOptions(temperature=1.0, top_k=3), SamplingOptions(temperature=1.3, top_p=0.8)):
+        tokens, logprobs = sample_tokens(logits.repeat(rows, 1), options, keys, step=3)
+        expected = filter_logits(logits[None] / options.temperature, options.top_k, options.top_p).softmax(-1)[0]
+        frequencies = torch.bincount(tokens, minlength=5).float() / rows
+        assert torch.allclose(frequencies, expected, atol=0.01), (options, frequencies, expected)
+        # The log-probability returned is the sampled token's under the temperature-scaled distribution.
+        assert torch.allclose(logprobs, (logits / options.temperature).log_softmax(-1)[tokens])
