@@ -15,9 +15,11 @@ import typer
 from r1cli import runs
 from r1cli.console import log, warn
 from r1cli.errors import UserError
-from r1cli.filter import filter_samples
-from r1cli.records import read_json_file
-from r1cli.sample import SampleJob, run_sample
+from r1cli.filter import filter_samples, parse_per_prompt, parse_thresholds
+from r1cli.modeling import check_loadable
+from r1cli.records import check_sample_fields, read_json_file, read_records
+from r1cli.rewards import parse_rewards
+from r1cli.sample import SampleJob, load_prompts, run_sample
 from r1cli.sft import sft, train
 from r1cli.teacher import Teacher, check_shared_tokenizer
 
@@ -71,25 +73,42 @@ def distill(
         warn(f"--traces given: PROMPTS ({prompts}) is not sampled")
     inputs = [teacher, student, *([traces] if traces else [prompts])]
     runs.check_run_directory(out, inputs, overwrite=overwrite)
-    if overwrite:
-        with runs.exclusive(out):
-            runs.clear_run_directory(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Everything that can be checked is checked before anything is written or sampled.
+    job = SampleJob(model=teacher, prompts=prompts, out=str(out / "traces.jsonl"), n=n, temperature=temperature, top_p=top_p,
+                    max_new_tokens=max_new_tokens, template=prompt_template, engine=engine,
+                    batch_size=sample_batch_size, seed=seed, dtype=dtype, device=device)
+    job.check()
+    if traces is None:
+        load_prompts(job)
+    else:
+        for record in read_records(traces):
+            check_sample_fields(record)
+    filter_options = {"reward": reward, "min_score": min_score, "require_format": require_format,
+                      "one_language": one_language, "per_prompt": per_prompt, "dedupe": dedupe}
+    parse_rewards(reward or ["accuracy"])
+    parse_thresholds(min_score or [])
+    parse_per_prompt(per_prompt)
+    check_loadable(student)
     if kd_weight:
         check_shared_tokenizer(teacher, student)
 
-    if traces is None:
-        traces = str(out / "traces.jsonl")
-        run_sample(SampleJob(model=teacher, prompts=prompts, out=traces, n=n, temperature=temperature, top_p=top_p,
-                             max_new_tokens=max_new_tokens, template=prompt_template, engine=engine,
-                             batch_size=sample_batch_size, seed=seed, dtype=dtype, device=device))
-    filter_options = {"reward": reward, "min_score": min_score, "require_format": require_format,
-                      "one_language": one_language, "per_prompt": per_prompt, "dedupe": dedupe}
-    kept = keep_correct(Path(traces), out / "kept.jsonl", filter_options, max_new_tokens)
-
-    # sft's own defaults for what distill does not expose (LoRA alpha, eval data, ...).
-    run = {**SFT_DEFAULTS, **options, "model": student, "data": [str(kept)], "out": str(out), "overwrite": False}
-    train(run, command="distill", teacher=Teacher(teacher, kd_weight) if kd_weight else None)
+    created = not out.exists()
+    try:
+        if overwrite:
+            with runs.exclusive(out):
+                runs.clear_run_directory(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if traces is None:
+            traces = job.out
+            run_sample(job)
+        kept = keep_correct(Path(traces), out / "kept.jsonl", filter_options, max_new_tokens)
+        # sft's own defaults for what distill does not expose (LoRA alpha, eval data, ...).
+        run = {**SFT_DEFAULTS, **options, "model": student, "data": [str(kept)], "out": str(out), "overwrite": False}
+        train(run, command="distill", teacher=Teacher(teacher, kd_weight) if kd_weight else None)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # failed before writing anything: leave nothing
+        raise
 
 
 def keep_correct(traces: Path, kept: Path, filter_options: dict, max_length: int) -> Path:

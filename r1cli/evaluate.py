@@ -14,9 +14,9 @@ from r1cli.errors import UserError
 from r1cli.metrics import report_block
 from r1cli.records import (
     Record,
+    check_sample_fields,
     prompt_id,
     read_records,
-    require,
     to_prompt_record,
     write_json,
     write_records,
@@ -135,11 +135,11 @@ def _read_samples(path: str) -> list[Record]:
     records = []
     counters: dict[str, int] = defaultdict(int)
     for record in read_records(path):
-        require(record, "completion", str)
-        if "id" not in record:
+        check_sample_fields(record, prompt_required=False)
+        if record.get("id") is None:
             record["id"] = prompt_id(record.get("prompt", ""))
         record["id"] = str(record["id"])
-        if "sample" not in record:
+        if record.get("sample") is None:
             record["sample"] = counters[record["id"]]
         counters[record["id"]] += 1
         records.append(record)

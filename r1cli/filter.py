@@ -13,7 +13,15 @@ import typer
 
 from r1cli.console import log
 from r1cli.errors import UserError
-from r1cli.records import STDIO, Record, prompt_id, read_records, require, write_json, write_records
+from r1cli.records import (
+    STDIO,
+    Record,
+    check_sample_fields,
+    prompt_id,
+    read_records,
+    write_json,
+    write_records,
+)
 from r1cli.rewards import RewardOptions, Scorer, parse_rewards
 from r1cli.runs import check_file_output, exclusive
 
@@ -32,8 +40,8 @@ def filter_samples(
     per_prompt: Annotated[str, typer.Option(help="all | best | N: keep every survivor, the best (highest weighted reward, then shortest), or the N best per prompt.")] = "all",
     dedupe: Annotated[bool, typer.Option(help="Drop exact and near duplicate completions of the same prompt.")] = False,
     near_duplicate: Annotated[float, typer.Option(help="With --dedupe: word 5-gram Jaccard similarity at which two completions are near duplicates.")] = 0.9,
-    max_length: Annotated[int, typer.Option(help="overlong reward: the length limit, in tokens.")] = 1024,
-    overlong_buffer: Annotated[int, typer.Option(help="overlong reward: the soft-penalty buffer, in tokens.")] = 256,
+    max_length: Annotated[int, typer.Option(help="overlong reward: the length limit, in tokens.", min=1)] = 1024,
+    overlong_buffer: Annotated[int, typer.Option(help="overlong reward: the soft-penalty buffer, in tokens.", min=0)] = 256,
 ) -> None:
     """Keep the samples that pass every threshold and readability rule; write them as
     `messages` records (the prompt as the user turn, the whole completion as the assistant turn),
@@ -99,9 +107,8 @@ def filter_samples(
 
 
 def _sample(record: Record) -> Record:
-    require(record, "completion", str)
-    require(record, "prompt", (str, list))
-    if "id" not in record:
+    check_sample_fields(record)
+    if record.get("id") is None:
         record["id"] = prompt_id(record["prompt"])
     return record
 
@@ -120,6 +127,8 @@ def parse_thresholds(specs: list[str]) -> dict[str, float]:
     thresholds = {}
     for spec in specs:
         name, separator, value = spec.rpartition("=")
+        if name and name in thresholds:
+            raise UserError(f"--min {spec!r}: a threshold for {name} is already given")
         try:
             thresholds[name] = float(value)
         except ValueError:

@@ -8,6 +8,7 @@ phases are timed separately in every metrics line.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def grpo(
     """Train MODEL with GRPO on PROMPTS, rewarded by --reward. Run the same command again to resume."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     started = time.time()
-    _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p)
+    _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p, epsilon, epsilon_high)
     epsilon_high = epsilon if epsilon_high is None else epsilon_high
     specs = parse_rewards(reward, RewardOptions(max_length=max_length or max_new_tokens, overlong_buffer=overlong_buffer))
     if any(spec.name == "code" for spec in specs):
@@ -410,7 +411,12 @@ def load_reference(reference, directory: Path) -> None:
     reference.load_state_dict(load_file(directory / ckpt.STATE / "reference.safetensors"), strict=False)
 
 
-def _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p) -> None:
+def _check_options(template, loss, scale_rewards, lora_r, ref_update_every, beta, temperature, top_p, epsilon, epsilon_high) -> None:
+    if not (beta >= 0 and math.isfinite(beta)):
+        raise UserError(f"--beta {beta}: must be a finite number >= 0")
+    for name, value in (("--epsilon", epsilon), ("--epsilon-high", epsilon_high)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{name} {value}: must be a finite number above 0")
     if not (0 < top_p <= 1):
         raise UserError(f"--top-p {top_p}: must be in (0, 1]")
     if not temperature > 0:

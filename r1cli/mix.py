@@ -93,6 +93,8 @@ def parse_source(spec: str, scratch: str) -> Source:
         path = str(Path(scratch) / "stdin.jsonl")
         with open(path, "wb") as handle:
             shutil.copyfileobj(sys.stdin.buffer, handle)
+    elif Path(path).is_dir():
+        raise UserError(f"{path}: is a directory, not a file of records")
     elif not Path(path).is_file():
         raise UserError(f"{path}: no such file")
     return Source(path, weight)

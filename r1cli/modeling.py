@@ -86,30 +86,82 @@ def load_model(model: str, *, dtype: torch.dtype = torch.float32, seed: int = 0)
     return network, tokenizer
 
 
+def check_loadable(model: str) -> None:
+    """Fail early, without loading any weights, if MODEL cannot be loaded: its config and
+    tokenizer are read and each safetensors file's header is opened."""
+    if is_config_file(model):
+        _init_config(Path(model), build_on_meta=True)
+        return
+    path = Path(model)
+    if path.exists() and not (path / "config.json").exists():
+        raise UserError(f"{model}: not a checkpoint directory (no config.json) and not a config .json file")
+    if not path.exists() and (model.startswith((".", "/")) or model.count("/") != 1):
+        raise UserError(f"{model}: no such checkpoint directory or config file")
+    from transformers import AutoConfig
+
+    load_tokenizer(model)
+    try:
+        AutoConfig.from_pretrained(model)
+    except Exception as error:
+        raise UserError(f"{model}: not a usable model config ({type(error).__name__}: {_first_line(error)})") from None
+    if path.is_dir():
+        from safetensors import safe_open
+
+        for weights in sorted(path.glob("*.safetensors")):
+            try:
+                with safe_open(str(weights), framework="pt") as handle:
+                    handle.keys()
+            except Exception as error:  # a truncated or corrupt file
+                raise UserError(f"{model}: cannot load the model ({weights.name} cannot be read: {_first_line(error)})") from None
+
+
 def _init_from_config(path: Path, *, dtype: torch.dtype, seed: int):
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    config, tokenizer = _init_config(path)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            network = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except Exception as error:  # values the architecture cannot take
+        raise UserError(f"{path}: not a usable model config ({type(error).__name__}: {_first_line(error)})") from None
+    network.generation_config = GenerationConfig.from_model_config(config)
+    _align_special_tokens(network, tokenizer)
+    return network, tokenizer
+
+
+def _init_config(path: Path, *, build_on_meta: bool = False):
+    """The transformers config and the tokenizer a model config JSON names (see load_model)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     fields = read_json_file(path)
     if not isinstance(fields, dict) or "model_type" not in fields:
         raise UserError(f"{path}: a model config needs a 'model_type' field (e.g. \"qwen2\", \"llama\")")
-    tokenizer_source = path.parent / fields.pop("tokenizer", ".")
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = fields["model_type"]
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        # transformers' own message lists every model type it knows: hundreds, on one line
+        raise UserError(f"{path}: model_type {model_type!r} is not a model type transformers knows (e.g. \"qwen2\", \"llama\")")
+    named = fields.pop("tokenizer", ".")
+    tokenizer_source = path.parent / str(named)
+    if not isinstance(named, str) or not tokenizer_source.is_dir():
+        raise UserError(f"{path}: field 'tokenizer' must name a tokenizer directory (relative to the config); {tokenizer_source} is none")
     tokenizer = load_tokenizer(str(tokenizer_source))
     fields.setdefault("vocab_size", len(tokenizer))
-    if fields["vocab_size"] < len(tokenizer):
+    if not isinstance(fields["vocab_size"], int) or fields["vocab_size"] < len(tokenizer):
         raise UserError(f"{path}: vocab_size {fields['vocab_size']} is smaller than the tokenizer's {len(tokenizer)}")
     try:
         config = AutoConfig.for_model(fields.pop("model_type"), **fields)
         config.pad_token_id = tokenizer.pad_token_id
         config.eos_token_id = tokenizer.eos_token_id
         config.bos_token_id = tokenizer.bos_token_id
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            network = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    except Exception as error:  # an unknown model type or values the architecture cannot take
+        if build_on_meta:  # shapes checked without allocating a weight
+            with torch.device("meta"):
+                AutoModelForCausalLM.from_config(config)
+    except Exception as error:  # values the architecture cannot take
         raise UserError(f"{path}: not a usable model config ({type(error).__name__}: {_first_line(error)})") from None
-    network.generation_config = GenerationConfig.from_model_config(config)
-    _align_special_tokens(network, tokenizer)
-    return network, tokenizer
+    return config, tokenizer
 
 
 def _align_special_tokens(network, tokenizer) -> None:
@@ -128,6 +180,8 @@ def prepare_for_training(network, model: str, lora_r, lora_alpha, lora_dropout, 
         network.config.use_cache = False
     if not lora_r:
         return network
+    if not 0 <= lora_dropout < 1:
+        raise UserError(f"--lora-dropout {lora_dropout}: must be in [0, 1)")
     from peft import LoraConfig, get_peft_model
 
     targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]

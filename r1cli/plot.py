@@ -9,7 +9,7 @@ import typer
 
 from r1cli.console import log
 from r1cli.errors import UserError
-from r1cli.records import atomic_path, read_records
+from r1cli.records import atomic_path, read_all
 from r1cli.runs import check_file_output
 
 DEFAULT_METRICS = ["reward", "accuracy", "kl", "completion_length"]
@@ -29,7 +29,16 @@ def plot(
     labels = label or [path.parent.name or str(path) for path in metrics]
     if len(labels) != len(metrics):
         raise UserError(f"--label given {len(labels)} times for {len(metrics)} metrics files")
-    runs = [(name, list(read_records(str(path)))) for name, path in zip(labels, metrics)]
+    runs = [(name, read_all([str(path)])) for name, path in zip(labels, metrics)]
+    logged = logged_metrics([records for _, records in runs])
+    files = ", ".join(str(path) for path in metrics)
+    if metric:
+        for name in names:
+            if name not in logged:
+                raise UserError(f"--metric {name}: not logged in {files}; logged: {', '.join(sorted(logged)) or 'nothing'}")
+    elif not logged & set(names):
+        raise UserError(f"{files}: none of the default metrics ({', '.join(names)}) is logged; choose with --metric "
+                        f"(logged: {', '.join(sorted(logged)) or 'nothing'})")
 
     import matplotlib
 
@@ -42,7 +51,7 @@ def plot(
     for axis, name in zip(axes.flat, names):
         drawn = False
         for index, (run, records) in enumerate(runs):
-            points = [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float)) and "step" in r]
+            points = [(r["step"], r[name]) for r in records if _is_number(r.get(name)) and "step" in r]
             if not points:
                 continue
             steps, values = zip(*points)
@@ -67,6 +76,23 @@ def plot(
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     log(f"wrote {out} ({len(names)} panels, {len(runs)} runs)")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def logged_metrics(runs: list[list]) -> set[str]:
+    """The metrics with a number at some step in any run; a record whose step is not a number is an error."""
+    names = set()
+    for records in runs:
+        for record in records:
+            if "step" not in record:
+                continue
+            if not _is_number(record["step"]):
+                raise UserError(f"{record.where}: field 'step' must be a number, got {type(record['step']).__name__}")
+            names.update(key for key, value in record.items() if key != "step" and _is_number(value))
+    return names
 
 
 def moving_average(values: list[float], window: int) -> list[float]:

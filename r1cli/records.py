@@ -98,6 +98,11 @@ def _read_jsonl(handle: IO[bytes], name: str) -> Iterator[Record]:
 
 def parse_line(line: str | bytes, where: str) -> Record:
     """One JSONL line as a Record, or a user error naming WHERE ("FILE:LINE")."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{where}: not UTF-8 text (byte {error.start + 1} of the line)") from None
     try:
         value = json.loads(line)
     except json.JSONDecodeError as error:
@@ -137,6 +142,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, final)
+    except OSError as error:
+        if error.filename is None:  # a failed write (a full disk) names no file: name the output
+            error.filename = str(final)
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -208,14 +217,52 @@ def to_prompt_record(record: Record, prompt_key: str = "prompt", answer_key: str
     prompt = require(record, prompt_key, (str, list))
     if isinstance(prompt, list):
         check_messages(record, prompt_key)
+    check_answer_and_id(record, answer_key)
     fields = {k: v for k, v in record.items() if k not in (prompt_key, answer_key)}
     fields["prompt"] = prompt
     if record.get(answer_key) is not None:
         fields["answer"] = record[answer_key]
-    fields.setdefault("id", prompt_id(prompt))
+    if fields.get("id") is None:
+        fields["id"] = prompt_id(prompt)
     if not isinstance(fields["id"], str):
         fields["id"] = str(fields["id"])
     return Record.at(fields, record.where)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_answer_and_id(record: Record, answer_key: str = "answer") -> None:
+    """The gold answer is text or a number and the id a string or an integer: anything else
+    (a dict, a list, true) would be compared or keyed by its Python repr, which means nothing."""
+    answer = record.get(answer_key)
+    if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))):
+        raise UserError(f"{record.where}: field '{answer_key}' must be a string or a number (the gold answer), got {_kind(answer)}")
+    identifier = record.get("id")
+    if identifier is not None and (isinstance(identifier, bool) or not isinstance(identifier, (str, int))):
+        raise UserError(f"{record.where}: field 'id' must be a string or an integer, got {_kind(identifier)}")
+
+
+def check_sample_fields(record: Record, *, prompt_required: bool = True) -> Record:
+    """A sample record (DESIGN.md) whose fields have their kinds: `completion` a string, `prompt`
+    a string or chat messages, and, where present, `reasoning` / `response` strings, `rewards` an
+    object of numbers, `sample` and `completion_tokens` integers, `answer` and `id` as in a
+    prompt record. Rewards and metrics read them all, so a wrong kind is reported here, by line."""
+    require(record, "completion", str)
+    if prompt_required or record.get("prompt") is not None:
+        if isinstance(require(record, "prompt", (str, list)), list):
+            check_messages(record, "prompt")
+    check_answer_and_id(record)
+    for name, kinds, expected in (("reasoning", str, "a string"), ("response", str, "a string"), ("rewards", dict, "an object"),
+                                  ("sample", int, "an integer"), ("completion_tokens", int, "an integer")):
+        value = record.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise UserError(f"{record.where}: field '{name}' must be {expected}, got {_kind(value)}")
+    for name, value in (record.get("rewards") or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{record.where}: field 'rewards' must map names to numbers; '{name}' is {_kind(value)}")
+    return record
 
 
 def unique_ids(records: list[Record]) -> tuple[list[Record], int]:

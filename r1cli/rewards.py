@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import os
 import re
 import sys
@@ -281,6 +282,7 @@ def code(record: dict, timeout: float, memory_mb: int) -> float | None:
     _, response = reasoning_and_response(record)
     blocks = FENCE.findall(response)
     limits = Limits(timeout=timeout, memory_mb=memory_mb)
+    _check_test_fields(record)
     if "test" in record and "entry_point" in record:
         if not blocks:
             return 0.0
@@ -298,6 +300,18 @@ def code(record: dict, timeout: float, memory_mb: int) -> float | None:
         suite = TestSuite(setup=imports, tests=tuple(record["test_list"]), names=function_names(record))
         return float(all(run_tests(f"{imports}\n{blocks[-1]}\n", suite, limits).passed))
     return None
+
+
+def _check_test_fields(record: dict) -> None:
+    """The tests are code the judge runs: each field must be what HumanEval or MBPP makes it."""
+    where = getattr(record, "where", "a record")
+    for name in ("test", "entry_point", "code_header", "code"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise UserError(f"{where}: field '{name}' must be a string, got {type(record[name]).__name__}")
+    for name in ("test_list", "test_imports"):
+        value = record.get(name)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+            raise UserError(f"{where}: field '{name}' must be a list of strings (Python statements), got {type(value).__name__}")
 
 
 def function_names(record: dict) -> tuple[str, ...] | None:
@@ -327,6 +341,8 @@ def parse_reward(spec: str, options: RewardOptions | None = None) -> RewardSpec:
         weight = float(weight_text) if weight_text else 1.0
     except ValueError:
         raise UserError(f"--reward {spec!r}: weight {weight_text!r} is not a number") from None
+    if not math.isfinite(weight):
+        raise UserError(f"--reward {spec!r}: the weight must be a finite number")
     if name == "accuracy":
         return RewardSpec(name, weight, partial(accuracy, timeout=options.answer_timeout), "process")
     if name == "format":

@@ -39,7 +39,7 @@ RUN_ENTRIES = (
     "adapter_model.safetensors", "README.md", "r1.json", "metrics.jsonl", "samples.jsonl", "checkpoints", "pretrain.jsonl",
     "traces.jsonl", "traces.jsonl.*", "kept.jsonl", "kept.jsonl.*", ".*.tmp-*",
 )
-RUN_MARKERS = ("r1.json", "metrics.jsonl", "checkpoints", "traces.jsonl", "traces.jsonl.r1.json", "kept.jsonl")
+RUN_MARKERS = ("r1.json", "metrics.jsonl", "checkpoints", "traces.jsonl", "traces.jsonl.r1.json", "kept.jsonl", "pretrain.jsonl")
 FULL_HASH_BYTES = 512 << 20  # models up to this size are hashed whole; larger ones by sampled blocks
 SAMPLE_BLOCKS, BLOCK_BYTES = 16, 64 << 10
 

@@ -17,6 +17,7 @@ from r1cli import runs
 from r1cli.console import log, progress_bar, warn
 from r1cli.errors import UserError
 from r1cli.generation import ENGINES, TEMPLATES, SamplingOptions, format_prompt, make_engine
+from r1cli.modeling import resolve_device, resolve_dtype
 from r1cli.records import (
     STDIO,
     Record,
@@ -96,6 +97,9 @@ class SampleJob:
             raise UserError(f"--top-p {self.top_p}: must be in (0, 1]")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise UserError(f"--temperature {self.temperature}: must be a number >= 0")
+        if any(not stop for stop in self.stop):
+            raise UserError("--stop '': a stop string must not be empty")
+        resolve_dtype(self.dtype, resolve_device(self.device))
         parse_shard(self.shard)
 
     def shaping_options(self) -> dict:
@@ -122,13 +126,20 @@ def run_sample(job: SampleJob) -> None:
     with runs.exclusive(job.out):
         identity = runs.Identity(models={"model": runs.model_fingerprint(job.model)}, inputs={"prompts": runs.records_sha256(records)},
                                  options=job.shaping_options())
+        partial, record_file = Path(f"{job.out}.partial"), runs.sidecar(job.out)
+        new = not (Path(job.out).exists() or partial.exists() or record_file.exists())
         done = _claim(job, identity)
         pending = [(record, [k for k in range(job.n) if (record["id"], k) not in done]) for record in records]
         pending = [(record, missing) for record, missing in pending if missing]
-        partial = Path(f"{job.out}.partial")
         if pending:
-            with open(partial, "a", encoding="utf-8") as sink:
-                _generate(job, pending, sink)
+            try:
+                with open(partial, "a", encoding="utf-8") as sink:
+                    _generate(job, pending, sink)
+            except BaseException:
+                if new and partial.exists() and partial.stat().st_size == 0:  # failed before any sample: leave nothing
+                    partial.unlink()
+                    record_file.unlink(missing_ok=True)
+                raise
         else:
             log(f"{job.out} is complete ({len(records) * job.n} samples); nothing to do")
         os.replace(partial, job.out)

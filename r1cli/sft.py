@@ -88,6 +88,8 @@ def train(options: dict, *, command: str = "sft", teacher: Teacher | None = None
     its token-level KL term (`r1 distill --kd-weight`)."""
     run = SimpleNamespace(**options)
     out = Path(run.out)
+    if run.max_steps is None and not run.epochs > 0:
+        raise UserError(f"--epochs {run.epochs}: must be above 0 (or give --max-steps)")
     models = {"model": run.model, **({"teacher": teacher.path} if teacher else {})}
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(run.data)},
                                  may_change=RESUME_MAY_CHANGE)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -31,17 +34,22 @@ def summary(
 ) -> None:
     """Collect each REPORT's overall block under its NAME; print and optionally write the table."""
     checkpoints = {}
-    check_file_output(str(out), [spec.partition("=")[2] for spec in reports])
+    inputs = [spec.partition("=")[2] for spec in reports]
+    check_file_output(str(out), inputs)
     if markdown is not None:
-        check_file_output(str(markdown), [str(out), *(spec.partition("=")[2] for spec in reports)])
+        check_markdown(markdown, out, inputs)
+    if since is not None and not (math.isfinite(since) and since <= time.time()):
+        raise UserError(f"--since {since}: must be a moment in the past, in Unix seconds (e.g. $(date +%s) at the start)")
     for spec in reports:
         name, separator, path = spec.partition("=")
         if not separator or not name or not path:
             raise UserError(f"{spec!r}: expected NAME=REPORT.json, e.g. base=runs/demo/eval/base.json")
+        if name in checkpoints:
+            raise UserError(f"{spec!r}: the name {name!r} is given twice (a row each needs its own name)")
         report = read_json_file(Path(path))
         if not isinstance(report, dict) or not isinstance(report.get("overall"), dict):
             raise UserError(f"{path}: not an `r1 eval` report (no 'overall' block)")
-        checkpoints[name] = report["overall"]
+        checkpoints[name] = check_overall(report["overall"], path)
     result = {"wall_seconds": None if since is None else round(time.time() - since, 1), "checkpoints": checkpoints}
     table = markdown_table(checkpoints)  # before anything is written: a report it cannot read writes nothing
     write_json(out, result)
@@ -50,6 +58,37 @@ def summary(
         write_text(markdown, table + wall)
     log(table)
     log(f"wrote {out}" + (f" and {markdown}" if markdown else ""))
+
+
+def check_markdown(markdown: Path, out: Path, inputs: list[str]) -> None:
+    """--markdown is a file of its own: not a directory, not a report being read, not --out."""
+    if markdown.is_dir():
+        raise UserError(f"--markdown {markdown}: is a directory; give a file name")
+    for source in inputs:
+        if _same_file(markdown, Path(source)):
+            raise UserError(f"--markdown {markdown}: is also an input ({source}); writing it would destroy what is being read")
+    if _same_file(markdown, out):
+        raise UserError(f"--markdown {markdown}: is the --out file too; give them different names")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_overall(block: dict, path: str) -> dict:
+    """The metrics the table reads are numbers (or null, for a metric with nothing to average),
+    and every pass@K / maj@K names an integer K: checked before anything is written."""
+    for key, value in block.items():
+        metric, at, k = key.partition("@")
+        if at and metric in ("pass", "maj") and not k.isdigit():
+            raise UserError(f"{path}: overall.{key}: not pass@K or maj@K with K a number")
+        if (at or key in {column for column, _, _ in COLUMNS}) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"{path}: overall.{key} must be a number, got {json.dumps(value)[:40]}")
+    return block
 
 
 def markdown_table(checkpoints: dict[str, dict]) -> str:

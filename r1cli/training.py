@@ -18,14 +18,17 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 
 def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    for name, value in (("--lr", lr), ("--weight-decay", weight_decay)):
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"{name} {value}: must be a finite number >= 0")
     trainable = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95), eps=1e-8)
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
     """--warmup below 1 is a fraction of the run; from 1 up, a number of steps."""
-    if warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {warmup}")
+    if not math.isfinite(warmup) or warmup < 0:
+        raise UserError(f"--warmup {warmup}: must be a finite number >= 0")
     return int(round(warmup * total_steps)) if warmup < 1 else int(warmup)
 
 
@@ -33,6 +36,8 @@ def make_scheduler(optimizer, *, schedule: str, warmup: int, total_steps: int, m
     """Linear warmup from 0 to the peak, then cosine or linear decay to MIN_LR_RATIO x peak, or constant."""
     if schedule not in SCHEDULES:
         raise UserError(f"--schedule {schedule!r} is not one of: {', '.join(SCHEDULES)}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise UserError(f"--min-lr-ratio {min_lr_ratio}: must be in [0, 1]")
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -64,8 +69,12 @@ class MetricsLog:
         self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, metrics: dict) -> None:
-        self.handle.write(dumps(metrics) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(dumps(metrics) + "\n")
+            self.handle.flush()
+        except OSError as error:  # a full disk: say which file
+            error.filename = error.filename or str(self.path)
+            raise
 
     def close(self) -> None:
         self.handle.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +14,7 @@ import typer
 from r1cli.console import log
 from r1cli.errors import UserError
 from r1cli.records import file_sha256, write_json, write_records
+from r1cli.runs import check_run_directory
 from r1cli.sft import sft
 from r1cli.toy.tokenizer import ASSETS
 from r1cli.toy.world import make_world
@@ -30,13 +34,25 @@ def data(
 ) -> None:
     """Write pretrain.jsonl, cold_start.jsonl, rl_prompts.jsonl, eval.jsonl and general.jsonl,
     then manifest.json (seed, counts, sha256 of each file) last, as the mark of a complete world."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: is a file; give a directory for the toy corpora")
     manifest: dict = {"seed": seed, "files": {}}
-    for stem, records in make_world(seed).items():
-        path = out_dir / f"{stem}.jsonl"
-        count = write_records(path, records)
-        manifest["files"][path.name] = {"records": count, "sha256": file_sha256(path)}
-        log(f"wrote {path} ({count} records)")
-    write_json(out_dir / "manifest.json", manifest)
+    # Written beside OUT_DIR first and moved in whole, so a failed run (a full disk) leaves no half world.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for stem, records in make_world(seed).items():
+            count = write_records(staging / f"{stem}.jsonl", records)
+            manifest["files"][f"{stem}.jsonl"] = {"records": count, "sha256": file_sha256(staging / f"{stem}.jsonl")}
+        write_json(staging / "manifest.json", manifest)
+        out_dir.mkdir(exist_ok=True)
+        (out_dir / "manifest.json").unlink(missing_ok=True)  # an older world's mark goes before its files are replaced
+        for name in [*manifest["files"], "manifest.json"]:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name, entry in manifest["files"].items():
+        log(f"wrote {out_dir / name} ({entry['records']} records)")
 
 
 @app.command("base")
@@ -54,7 +70,8 @@ def base(
     started = time.time()
     if data is None:  # a fixed path, so that rerunning after a kill resumes the same run
         data = out_ckpt / "pretrain.jsonl"
-        if not data.exists():
+        if not data.exists():  # checked before the corpus goes in: a file or a foreign directory is refused untouched
+            check_run_directory(out_ckpt, [], overwrite=False)
             write_records(data, make_world(seed)["pretrain"])
     sft(
         model=str(ASSETS / f"{size}.json"),
