@@ -266,7 +266,30 @@ def repetition(record: dict, ngram: int) -> float:
     return len(set(grams)) / len(grams) - 1
 
 
-FENCE = re.compile(r"```(?:python|py|Python)?[^\n]*\n(.*?)```", re.DOTALL)
+# No backtick in the info string: a response of backticks would otherwise take quadratic time.
+FENCE = re.compile(r"```(?:python|py|Python)?[^\n`]*\n(.*?)```", re.DOTALL)
+FAILURES = "_r1_failed_asserts"
+
+
+class _DeferAsserts(ast.NodeTransformer):
+    """`assert X` becomes "note it if X is false (or raises)", so that every call of the test
+    happens whatever the solution answered: otherwise a test that stops at its first failure
+    tells the solution, by whether a next call comes, that its last answer was wrong."""
+
+    def visit_Assert(self, node: ast.Assert):
+        failed = ast.parse(f"{FAILURES}.append({node.lineno})").body[0]
+        guard = ast.Try(
+            body=[ast.If(test=ast.UnaryOp(op=ast.Not(), operand=node.test), body=[failed], orelse=[])],
+            handlers=[ast.ExceptHandler(type=ast.Name("Exception", ast.Load()), name=None, body=[failed])],
+            orelse=[], finalbody=[],
+        )
+        return ast.copy_location(guard, node)
+
+
+def deferred_asserts(test: str) -> str:
+    """TEST with its asserts deferred (see _DeferAsserts); it passes when FAILURES stays empty."""
+    tree = ast.fix_missing_locations(_DeferAsserts().visit(ast.parse(test)))
+    return f"{FAILURES} = []\n{ast.unparse(tree)}\n"
 
 
 def code(record: dict, timeout: float, memory_mb: int) -> float | None:
@@ -291,7 +314,11 @@ def code(record: dict, timeout: float, memory_mb: int) -> float | None:
         stub = prompt + "    pass\n" if prompt.strip() else ""
         # A block that defines the function replaces the prompt's stub; one that does not is its body.
         head = stub if f"def {entry_point}" in block else prompt
-        suite = TestSuite(setup=stub, tests=(f"{record['test']}\n\ncheck({entry_point})\n",), names=(entry_point,))
+        try:
+            test = deferred_asserts(record["test"])
+        except SyntaxError as error:
+            raise UserError(f"{getattr(record, 'where', 'a record')}: field 'test' is not Python ({error.msg})") from None
+        suite = TestSuite(setup=stub, tests=(f"{test}\ncheck({entry_point})\nassert not {FAILURES}\n",), names=(entry_point,))
         return float(all(run_tests(f"{head}\n{block}\n", suite, limits).passed))
     if "test_list" in record:
         if not blocks:
@@ -444,8 +471,20 @@ class Scorer:
                 self._processes = ProcessPoolExecutor(max_workers=self.workers, initializer=_die_with_parent, initargs=(os.getpid(),))
             return list(self._processes.map(spec.function, records, chunksize=max(1, len(records) // (4 * self.workers))))
         if spec.parallel == "thread" and len(records) > 1:
+            # The samples of one prompt are checked one after another, so that a wrong one cannot
+            # copy, through some channel of the machine, what a right sibling computes at the same time.
+            by_prompt: dict[str, list[int]] = {}
+            for index, record in enumerate(records):
+                by_prompt.setdefault(str(record.get("id", record.get("prompt", ""))), []).append(index)
+            values: list = [None] * len(records)
+
+            def check(indices: list[int]) -> None:
+                for index in indices:
+                    values[index] = spec.function(records[index])
+
             with ThreadPoolExecutor(max_workers=self.workers) as threads:
-                return list(threads.map(spec.function, records))
+                list(threads.map(check, by_prompt.values()))
+            return values
         return [spec.function(record) for record in records]
 
     def close(self) -> None:

@@ -18,8 +18,11 @@ random nonce: an early exit, a crash or a timeout is a failure, never a pass.
 Where namespaces are not available (not Linux, no `unshare`, or a kernel or container that
 forbids them), the same judge and worker run as plain processes, with the limits and the
 empty environment but without network, filesystem and PID isolation; a warning says so once.
-What remains possible even with namespaces: a program that solves the task only for the
-tests' inputs (hard-coding outputs it can infer from the prompt), and attacks on the kernel.
+The solution's process also runs under a seccomp filter denying the kernel objects that outlive
+a check or cross between checks (keyrings, SysV IPC, memfd, file locks, inotify, io_uring),
+with a session keyring of its own. What remains possible even with namespaces: a program that
+solves the task only for the tests' inputs (hard-coding outputs it can infer from the prompt),
+timing channels between checks that run at the same time, and attacks on the kernel.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ from r1cli.errors import UserError
 JUDGE = Path(__file__).with_name("sandbox_judge.py")
 MODES = ("root", "userns", "plain")
 FIRST_SANDBOX_UID = 0x30000  # ids of nobody's account, far above any ordinary user's
-_uids = itertools.count()
 _mode_lock = threading.Lock()
 _mode: dict[str, str] = {}
 
@@ -151,13 +153,14 @@ def require_isolation(what: str) -> None:
 def _run(program: str, suite: TestSuite, limits: Limits, mode: str) -> dict | None:
     """Start the judge, send it the request, wait for its report (or the deadline)."""
     nonce = secrets.token_hex(16)
-    uid = FIRST_SANDBOX_UID + 2 * ((os.getpid() * 1024 + next(_uids)) % 200_000)
+    uid = FIRST_SANDBOX_UID + 2 * secrets.randbelow(1_000_000)  # a fresh pair of users per check, whatever ran before
     python = os.path.realpath(sys.executable)
     workdir = tempfile.mkdtemp(prefix=f"r1-sandbox-{os.getpid()}-") if mode == "plain" else None
     cgroups = _make_cgroups(limits) if mode != "plain" else []
     settings = {  # how to isolate: on the command line, nothing secret
         "mode": mode, "uid": uid, "workdir": workdir, "cgroups": cgroups,
         "python_prefixes": sorted({os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(python))}),
+        "hidden": _installed_packages(),
         "limits": {"timeout": limits.timeout, "memory_mb": limits.memory_mb, "processes": limits.processes,
                    "file_mb": limits.file_mb, "tmp_mb": limits.tmp_mb},
     }
@@ -204,6 +207,16 @@ def _run(program: str, suite: TestSuite, limits: Limits, mode: str) -> dict | No
     if not isinstance(report, dict) or report.get("nonce") != nonce:
         return None
     return report
+
+
+def _installed_packages() -> list[str]:
+    """The interpreter's site-packages directories: inside its prefix, but not the standard library."""
+    import site
+    import sysconfig
+
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    found = [*site.getsitepackages(), sysconfig.get_path("purelib", vars=base), sysconfig.get_path("platlib", vars=base)]
+    return sorted({os.path.realpath(p) for p in found if os.path.isdir(p)})
 
 
 def _read_until(fd: int, deadline: float, limit: int = 1 << 20) -> bytes:

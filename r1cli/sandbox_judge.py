@@ -255,7 +255,7 @@ def _check(result: int, what: str) -> None:
         raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
-def build_root(root: str, python_prefixes: list[str], tmp_mb: int) -> None:
+def build_root(root: str, python_prefixes: list[str], tmp_mb: int, hidden: list[str]) -> None:
     """A new filesystem root, read-only: the system directories Python needs and the
     interpreter, a few device files, and a small writable /tmp of its own. Nothing else of the
     host (no /etc, /home, /root, /proc, project files) exists in it."""
@@ -270,6 +270,11 @@ def build_root(root: str, python_prefixes: list[str], tmp_mb: int) -> None:
     for prefix in python_prefixes:
         if not any(prefix == p or prefix.startswith(p + "/") for p in ("/usr", "/bin", "/lib", "/lib64")):
             _bind_read_only(libc, prefix, root + prefix)
+    # Installed packages are not the standard library: an evaluation package's test data could be there.
+    for packages in hidden:
+        if os.path.isdir(root + packages):
+            _check(libc.mount(b"tmpfs", (root + packages).encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, b"size=4k"),
+                   f"hide {packages}")
     os.makedirs(root + "/dev")
     for device in ("null", "zero", "random", "urandom"):
         target = f"{root}/dev/{device}"
@@ -333,6 +338,54 @@ def set_limits(memory_mb: int, cpu_seconds: int, processes: int, file_mb: int) -
         resource.setrlimit(limit, (value, value))
 
 
+# ---------------------------------------------------------------- system calls the solution may not make
+#
+# Kernel objects that outlive the check or are shared with other checks and the host, or that
+# hold memory outside the address-space limit: keyrings (persistent ones, and the scorer's
+# session keyring), SysV shared memory and message queues, memfd, file locks and inotify /
+# fanotify (state that concurrent checks could share through the system files every check
+# sees), io_uring. Denied with EPERM by a seccomp filter; another architecture's numbers (and
+# x32's) kill the process.
+SECCOMP_RULES = {  # machine: (audit arch, denied syscall numbers, fcntl's number)
+    "x86_64": (0xC000003E, {29, 68, 248, 249, 250, 319, 447, 73, 253, 294, 300, 425}, 72),
+    "aarch64": (0xC00000B7, {194, 186, 217, 218, 219, 279, 447, 32, 26, 262, 425}, 25),
+}
+FCNTL_LOCKS = (5, 6, 7, 36, 37, 38)  # F_GETLK F_SETLK F_SETLKW F_OFD_GETLK F_OFD_SETLK F_OFD_SETLKW
+BPF_LD_W_ABS, BPF_JEQ, BPF_JGE, BPF_RET = 0x20, 0x15, 0x35, 0x06
+SECCOMP_ALLOW, SECCOMP_EPERM, SECCOMP_KILL = 0x7FFF0000, 0x00050001, 0x80000000
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+KEYCTL_JOIN_SESSION_KEYRING, SYS_KEYCTL = 1, {"x86_64": 250, "aarch64": 219}
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def restrict_syscalls(libc) -> None:
+    """Install the seccomp filter (a classic BPF program over `struct seccomp_data`: the call's
+    number at offset 0, the architecture at 4, the arguments from 16)."""
+    rules = SECCOMP_RULES.get(os.uname().machine)
+    if rules is None:
+        return  # an architecture without a table: the other layers still hold
+    arch, denied, fcntl_number = rules
+    program = [(BPF_LD_W_ABS, 0, 0, 4), (BPF_JEQ, 1, 0, arch), (BPF_RET, 0, 0, SECCOMP_KILL), (BPF_LD_W_ABS, 0, 0, 0)]
+    if arch == 0xC000003E:
+        program += [(BPF_JGE, 0, 1, 0x40000000), (BPF_RET, 0, 0, SECCOMP_KILL)]  # x32 numbers
+    for number in sorted(denied):
+        program += [(BPF_JEQ, 0, 1, number), (BPF_RET, 0, 0, SECCOMP_EPERM)]
+    # fcntl: deny the lock commands (its second argument, the low word at offset 24), allow the rest.
+    program += [(BPF_JEQ, 0, len(FCNTL_LOCKS) + 3, fcntl_number), (BPF_LD_W_ABS, 0, 0, 24)]
+    for index, command in enumerate(FCNTL_LOCKS):
+        program += [(BPF_JEQ, len(FCNTL_LOCKS) - index, 0, command)]
+    program += [(BPF_RET, 0, 0, SECCOMP_ALLOW), (BPF_RET, 0, 0, SECCOMP_EPERM), (BPF_RET, 0, 0, SECCOMP_ALLOW)]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*row) for row in program])
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(_SockFprog(len(program), filters)), 0, 0), "seccomp")
+
+
 def become_worker(settings: dict) -> None:
     """In the forked child, before any of the solution runs: its own user (or no capabilities),
     no way back to privileges, the limits, and death with the judge."""
@@ -348,6 +401,7 @@ def become_worker(settings: dict) -> None:
     if libc is not None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # again: a change of user clears it
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        restrict_syscalls(libc)
     limits = settings["limits"]
     set_limits(limits["memory_mb"], int(limits["timeout"]) + 1, limits["processes"], limits["file_mb"])
     os.chdir("/tmp" if settings["mode"] != "plain" else settings["workdir"])
@@ -385,11 +439,14 @@ def main(settings: dict) -> None:
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as handle:
                 handle.write("0")
         if settings["mode"] in ("root", "userns"):
-            build_root("/tmp", settings["python_prefixes"], settings["limits"]["tmp_mb"])
+            build_root("/tmp", settings["python_prefixes"], settings["limits"]["tmp_mb"], settings.get("hidden", []))
     except OSError as error:  # no worker exists: reading the request now is safe
         request = json.loads(sys.stdin.buffer.read())
         send_report(report_fd, {"nonce": request["nonce"], "setup_error": str(error)})
         return
+    if sys.platform.startswith("linux") and os.uname().machine in SYS_KEYCTL:
+        # An anonymous session keyring of its own: the scorer's (and its keys) out of reach.
+        _libc().syscall(SYS_KEYCTL[os.uname().machine], KEYCTL_JOIN_SESSION_KEYRING, None)
     program_r, program_w = os.pipe()
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()

@@ -516,3 +516,79 @@ def test_a_cgroup_bounds_the_whole_trees_memory():
             return len(alive) >= 3
     """
     assert score(attack, memory_mb=128, timeout=20) == 0.0  # 3 x 80 MB > 128 MB in all
+
+
+# ---------------------------------------------------------------- state beyond the check (found by review)
+
+
+@namespaced
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="the syscall filter has tables for x86-64 and arm64")
+def test_kernel_objects_that_outlive_or_cross_checks_are_denied():
+    # Keyrings (the scorer's session keyring, named or persistent ones), SysV shared memory and
+    # message queues, memfd and file locks: state another check could read, or memory no limit counts.
+    attack = """
+        import ctypes, fcntl, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        def probe():
+            got = []
+            got.append(libc.syscall({"x86_64": 248, "aarch64": 217}[os.uname().machine], b"user", b"r1-probe", b"x", 1, -3) >= 0)
+            got.append(libc.shmget(0, 1 << 20, 0o1600) >= 0)
+            got.append(libc.msgget(0, 0o1600) >= 0)
+            try:
+                os.memfd_create("r1")
+                got.append(True)
+            except OSError:
+                got.append(False)
+            fd = os.open("/tmp/lock", os.O_CREAT | os.O_RDWR)
+            for lock in (lambda: fcntl.flock(fd, fcntl.LOCK_EX), lambda: fcntl.lockf(fd, fcntl.LOCK_EX)):
+                try:
+                    lock()
+                    got.append(True)
+                except OSError:
+                    got.append(False)
+            return any(got)
+    """
+    assert score(attack) == 0.0
+    # Ordinary descriptor work is untouched by the filter.
+    assert score("import fcntl, os\ndef probe():\n    fd = os.open('/tmp/x', os.O_CREAT | os.O_RDWR)\n"
+                 "    return fcntl.fcntl(fd, fcntl.F_GETFD) >= 0") == 1.0
+
+
+@namespaced
+def test_installed_packages_are_not_visible():
+    import site
+
+    packages = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    assert packages
+    attack = f"""
+        import os
+        def probe():
+            return any(os.listdir(p) for p in {packages!r} if os.path.isdir(p))
+    """
+    assert score(attack) == 0.0
+
+
+def test_every_call_of_a_test_happens_whatever_the_answers():
+    # A test that stopped at its first failed assert would tell the solution, by the calls that
+    # never come, which of its answers were wrong: the asserts are deferred to the end.
+    from r1cli.rewards import FAILURES, deferred_asserts
+
+    test = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(2) == 4\n    assert candidate(3) == 6, 'msg'\n"
+    for answers, failed in (({1: 0, 2: 0, 3: 0}, 3), ({1: 2, 2: 0, 3: 6}, 1), ({1: 2, 2: 4, 3: 6}, 0)):
+        calls = []
+
+        def candidate(x, answers=answers, calls=calls):
+            calls.append(x)
+            return answers[x]
+
+        namespace = {}
+        exec(deferred_asserts(test), namespace)
+        namespace["check"](candidate)
+        assert calls == [1, 2, 3] and len(namespace[FAILURES]) == failed
+    assert score("def square(x):\n    return 9 if x == 3 else 0", SQUARE) == 0.0  # a deferred failure still fails
+
+
+def test_a_response_of_backticks_is_read_in_linear_time():
+    started = time.time()
+    assert code({**SQUARE, "completion": "`" * 80_000}, timeout=10, memory_mb=256) == 0.0
+    assert time.time() - started < 1.0
