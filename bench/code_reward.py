@@ -22,8 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from r1cli.rewards import code
-from r1cli.sandbox import isolation_mode
+from r1cli.rewards.code import code
+from r1cli.rewards.sandbox import isolation_mode
 
 
 def reference_check(task: dict) -> float:

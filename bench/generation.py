@@ -15,7 +15,9 @@ import time
 
 import torch
 
-from r1cli.generation import HFEngine, SamplingOptions, format_prompt
+from r1cli.data.templates import format_prompt
+from r1cli.engines.base import SamplingOptions
+from r1cli.engines.hf import HFEngine
 from r1cli.modeling import load_model, resolve_device, resolve_dtype
 from r1cli.toy.world import make_world
 

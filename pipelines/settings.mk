@@ -30,11 +30,11 @@ PREFERENCE ?= r1cli.toy.judge:helpfulness
 # SFT (cold start, the second SFT, distillation) and sampling.
 SFT_ARGS ?= --lr 1e-3 --warmup 0.1 --batch-size 16 --max-length 256
 N ?= 2
-SAMPLE_ARGS ?= --max-new-tokens 128 --batch-size 256
+SAMPLE_ARGS ?= --max-new-tokens 128 --generation-batch-size 256
 MIX_TOTAL ?= 2400
 # Prompts of the final RL stage: reasoning and general prompts, 3 to 1 (every toy general prompt once).
 FINAL_PROMPTS_TOTAL ?= 1600
-DISTILL_ARGS ?= --epochs 2 --lr 2e-3 --warmup 0.1 --batch-size 16 --max-length 256 --max-new-tokens 128 --sample-batch-size 256
+DISTILL_ARGS ?= --epochs 2 --lr 2e-3 --warmup 0.1 --batch-size 16 --max-length 256 --max-new-tokens 128 --generation-batch-size 256
 
 # Evaluation: pass@1 over EVAL_N samples, pass@EVAL_N and maj@EVAL_N.
 EVAL_N ?= 8

@@ -8,7 +8,9 @@ import sys
 
 import typer
 
-from r1cli import __version__, distill, evaluate, filter, grpo, mix, plot, sample, sft, summary, toy
+from r1cli import __version__
+from r1cli.commands import distill, filter, grpo, mix, plot, sample, sft, summary, toy
+from r1cli.commands import eval as evaluate
 from r1cli.console import console
 from r1cli.console import error as print_error
 from r1cli.errors import EXIT_USER_ERROR, UserError

@@ -44,3 +44,14 @@ def progress_bar() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def format_status(metrics: dict, keys: tuple[str, ...]) -> str:
+    parts = []
+    for key in keys:
+        value = metrics.get(key)
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.0f}" if abs(value) >= 1000 else f"{key} {value:.4g}")
+        elif value is not None:
+            parts.append(f"{key} {value}")
+    return "  ".join(parts)

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from r1cli.data.records import read_json_file
 from r1cli.errors import UserError
-from r1cli.records import read_json_file
 
 transformers_logging.disable_progress_bar()  # r1's own progress bars are the ones on stderr
 
@@ -173,19 +173,22 @@ def _align_special_tokens(network, tokenizer) -> None:
         generation.pad_token_id = tokenizer.pad_token_id
 
 
-def prepare_for_training(network, model: str, lora_r, lora_alpha, lora_dropout, lora_targets, gradient_checkpointing):
-    """Gradient checkpointing and, with a LoRA rank, peft adapters kept in fp32 (the base stays as loaded)."""
+def prepare_for_training(network, model: str, lora, gradient_checkpointing: bool):
+    """Gradient checkpointing and, with a LoRA rank (LORA: options.LoraOptions), peft adapters
+    kept in fp32 (the base stays as loaded)."""
     if gradient_checkpointing:
         network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         network.config.use_cache = False
-    if not lora_r:
+    if not lora.lora_r:
         return network
-    if not 0 <= lora_dropout < 1:
-        raise UserError(f"--lora-dropout {lora_dropout}: must be in [0, 1)")
+    if not 0 <= lora.lora_dropout < 1:
+        raise UserError(f"--lora-dropout {lora.lora_dropout}: must be in [0, 1)")
     from peft import LoraConfig, get_peft_model
 
+    lora_targets = lora.lora_targets
     targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]
-    config = LoraConfig(r=lora_r, lora_alpha=lora_alpha or 2 * lora_r, lora_dropout=lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
+    config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha or 2 * lora.lora_r, lora_dropout=lora.lora_dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")
     try:
         network = get_peft_model(network, config)
     except ValueError as error:

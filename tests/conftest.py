@@ -55,8 +55,8 @@ def tiny_checkpoint(tmp_path: Path, tiny_config: Path) -> Path:
     """A randomly initialised tiny checkpoint directory, as `r1 sft` would write one."""
     import torch
 
-    from r1cli.checkpoint import write_loadable
     from r1cli.modeling import load_model
+    from r1cli.train.checkpoint import write_loadable
 
     model, tokenizer = load_model(str(tiny_config), seed=0)
     write_loadable(tmp_path / "tiny-ckpt", model, tokenizer, torch.float32)

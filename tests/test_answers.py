@@ -1,6 +1,6 @@
 import pytest
 
-from r1cli.answers import extract_answer, gold_answer, last_boxed, split_completion
+from r1cli.data.answers import extract_answer, gold_answer, last_boxed, split_completion
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ REPORT = {"overall": {"pass@1": 0.5, "pass@2": 0.75, "maj@2": 0.5, "format_rate"
 # Small and fast: one step, two tokens, the CPU.
 SFT = ["--max-steps", "1", "--batch-size", "2", "--max-length", "64", "--save-every", "0", "--device", "cpu"]
 GRPO = ["--reward", "format", "--steps", "1", "--prompts-per-step", "1", "--num-generations", "2", "--max-new-tokens", "2",
-        "--batch-size", "4", "--save-every", "0", "--log-samples-every", "0", "--device", "cpu"]
+        "--generation-batch-size", "4", "--save-every", "0", "--log-samples-every", "0", "--device", "cpu"]
 SAMPLING = ["--max-new-tokens", "2", "--device", "cpu"]
 EVAL = ["--n", "2", *SAMPLING]
 DISTILL = ["--n", "1", "--max-new-tokens", "2", "--max-steps", "1", "--batch-size", "2", "--max-length", "64", "--save-every", "0",
@@ -50,8 +50,8 @@ def checkpoint(tmp_path_factory) -> Path:
     """One tiny random checkpoint for the module; each case works on its own copy."""
     import torch
 
-    from r1cli.checkpoint import write_loadable
     from r1cli.modeling import load_model
+    from r1cli.train.checkpoint import write_loadable
 
     root = tmp_path_factory.mktemp("checkpoint")
     config = root / "tiny.json"
@@ -418,7 +418,7 @@ def reward_cases() -> list[Case]:
                                records=({**SAMPLE, "completion": "<think>t</think> ```python\ndef f(x):\n    return x\n```", "test_list": "assert f(1) == 1"},)),
              ("samples.jsonl:1", "'test_list'")),
         Case("filter/overlong-tokens-a-string",
-             lambda e: filter_(e, "--reward", "overlong", "--min", "overlong=0", records=({**SAMPLE, "completion_tokens": "many"},)),
+             lambda e: filter_(e, "--reward", "overlong", "--overlong-length", "64", "--min", "overlong=0", records=({**SAMPLE, "completion_tokens": "many"},)),
              ("samples.jsonl:1", "'completion_tokens'")),
     ]
     return cases
@@ -438,7 +438,7 @@ def option_cases() -> list[Case]:
         Case("filter/per-prompt-x", lambda e: filter_(e, "--per-prompt", "x"), ("--per-prompt 'x'", "all, best")),
         Case("filter/near-duplicate-0", lambda e: filter_(e, "--dedupe", "--near-duplicate", "0"), ("--near-duplicate",)),
         Case("filter/near-duplicate-nan", lambda e: filter_(e, "--dedupe", "--near-duplicate", "nan"), ("--near-duplicate",)),
-        Case("filter/max-length-0", lambda e: filter_(e, "--reward", "overlong", "--max-length", "0"), ("--max-length",)),
+        Case("filter/overlong-length-0", lambda e: filter_(e, "--reward", "overlong", "--overlong-length", "0"), ("--overlong-length",)),
         Case("filter/overlong-buffer--1", lambda e: filter_(e, "--reward", "overlong", "--overlong-buffer", "-1"), ("--overlong-buffer",)),
         Case("distill/min-x-nan", lambda e: distill_traces(e, "--min", "accuracy=nan"), ("--min 'accuracy=nan'", "finite")),
         Case("distill/per-prompt-0", lambda e: distill_traces(e, "--per-prompt", "0"), ("--per-prompt '0'",)),
@@ -463,7 +463,7 @@ def option_cases() -> list[Case]:
         Case("sft/schedule-nope", lambda e: sft(e, "--schedule", "nope"), ("--schedule 'nope'", "cosine, linear, constant")),
         Case("sft/warmup--1", lambda e: sft(e, "--warmup", "-1"), ("--warmup",)),
         Case("sft/warmup-nan", lambda e: sft(e, "--warmup", "nan"), ("--warmup",)),
-        Case("sft/template-nope", lambda e: sft(e, "--template", "nope"), ("--template 'nope'", "auto, chat, plain")),
+        Case("sft/template-nope", lambda e: sft(e, "--template", "nope"), ("--template 'nope'", "auto, chat, r1-zero, plain")),
         Case("sft/lora-targets-nonexistent", lambda e: sft(e, "--lora-r", "2", "--lora-targets", "nonexistent"), ("--lora-targets nonexistent",)),
         Case("sft/epochs-0", lambda e: ["sft", e.ckpt, e.jsonl("train.jsonl", TRAINING), "--out", e.out("run"), "--epochs", "0",
                                         *SFT[2:]], ("--epochs",)),

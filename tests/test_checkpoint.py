@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from r1cli import checkpoint as ckpt
 from r1cli.modeling import load_model
+from r1cli.train import checkpoint as ckpt
 
 
 def test_loadable_weights_are_stored_and_reloaded_in_the_save_dtype(tmp_path, tiny_config):

@@ -5,7 +5,7 @@ import torch
 from conftest import run_cli, write_jsonl
 
 from r1cli.modeling import load_model
-from r1cli.teacher import Teacher
+from r1cli.train.teacher import Teacher
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets 2. How many pens now?", "answer": str(n + 2)} for n in range(8)]
 
@@ -117,4 +117,4 @@ def test_the_teachers_template_is_not_the_students(tmp_path, tiny_checkpoint, mo
     status, _, err = run_cli(monkeypatch, capsys, *distill_args(tiny_checkpoint, tiny_checkpoint, out, str(prompts), "--n", "1", "--template", "r1-zero", *keep_all))
     assert status == 0, err
     options = json.loads((out / "r1.json").read_text())["options"]
-    assert options["prompt_template"] == "r1-zero" and options["template"] == "auto"
+    assert options["template"] == "r1-zero" and options["student_template"] == "auto"

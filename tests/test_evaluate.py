@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cli, write_jsonl
 
 from r1cli.errors import UserError
-from r1cli.metrics import majority_correct, pass_at_k, report_block
+from r1cli.report.metrics import majority_correct, pass_at_k, report_block
 
 
 def test_pass_at_k_equals_the_average_over_every_k_subset():
@@ -119,11 +119,11 @@ def test_report_block_fields_are_fractions_and_counts():
 
 
 def test_eval_scores_samples_from_elsewhere_without_a_model(tmp_path, monkeypatch, capsys):
-    import r1cli.generation
+    import r1cli.engines.base
     import r1cli.modeling
 
     monkeypatch.setattr(r1cli.modeling, "load_model", lambda *a, **k: pytest.fail("no model may be loaded"))
-    monkeypatch.setattr(r1cli.generation, "make_engine", lambda *a, **k: pytest.fail("no model may be loaded"))
+    monkeypatch.setattr(r1cli.engines.base, "engine_class", lambda *a, **k: pytest.fail("no model may be loaded"))
     samples = write_jsonl(tmp_path / "s.jsonl", [
         {"prompt": "1+1?", "answer": "2", "completion": "<think>1+1=2</think> \\boxed{2}", "lang": "en"},
         {"prompt": "1+1?", "answer": "2", "completion": "<think>hm</think> \\boxed{3}", "lang": "en"},

@@ -2,7 +2,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from r1cli.generation import R1_ZERO_TEMPLATE, HFEngine, SamplingOptions, filter_logits, format_prompt
+from r1cli.data.templates import R1_ZERO_TEMPLATE, format_prompt
+from r1cli.engines.base import SamplingOptions
+from r1cli.engines.hf import HFEngine
+from r1cli.engines.sampling import filter_logits
 
 PROMPTS = ["Tom has 3 pens, gets 1.", "小明有5个球，又买了2个，然后丢了1个。现在有几个球？", "Hi"]
 
@@ -85,7 +88,7 @@ def test_a_completion_depends_on_its_own_seed_not_on_its_batch(model_and_tokeniz
 
 
 def test_keyed_sampling_draws_from_the_filtered_distribution():
-    from r1cli.generation import sample_tokens
+    from r1cli.engines.sampling import sample_tokens
     from r1cli.seeding import derive_seed
 
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])

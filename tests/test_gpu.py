@@ -8,7 +8,7 @@ import torch
 from conftest import write_jsonl
 from transformers import AutoModelForCausalLM
 
-from r1cli.sft import sft
+from r1cli.commands.sft import sft
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -28,7 +28,7 @@ def test_sft_on_cuda_in_bf16(tmp_path, tiny_config, chat_records, lora_r):
 
 @pytest.mark.parametrize("lora_r", [0, 4])
 def test_grpo_on_cuda_in_bf16(tmp_path, tiny_checkpoint, lora_r):
-    from r1cli.grpo import grpo
+    from r1cli.commands.grpo import grpo
 
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"{n} plus 1?", "answer": str(n + 1)} for n in range(8)])
     grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["repetition", "length"], steps=2, prompts_per_step=4,

@@ -4,13 +4,13 @@ import pytest
 from conftest import run_cli, write_jsonl
 from safetensors.torch import load_file
 
-from r1cli import grpo as grpo_module
+from r1cli.commands.grpo import grpo
 from r1cli.errors import UserError
-from r1cli.grpo import grpo
+from r1cli.recipes import grpo as grpo_module
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets {m}. How many pens now?", "answer": str(n + m)} for n in range(2, 9) for m in (1, 2, 3)]
 FAST = {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 12, "lr": 1e-3, "device": "cpu", "save_every": 0,
-        "log_samples_every": 0, "batch_size": 16}
+        "log_samples_every": 0, "generation_batch_size": 16}
 
 
 def weights(directory):
@@ -67,7 +67,7 @@ def test_gradient_accumulation_does_not_change_the_run(tmp_path, tiny_checkpoint
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_checkpoint, prompts, varied, monkeypatch):
     options = {**FAST, "save_every": 2}
     grpo(str(tiny_checkpoint), prompts, tmp_path / "whole", [varied], steps=4, **options)
-    real, calls = grpo_module.train_on_rollouts, {"n": 0}
+    real, calls = grpo_module.update_policy, {"n": 0}
 
     def dies_on_the_third_step(*args, **kwargs):
         calls["n"] += 1
@@ -75,10 +75,10 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_checkpoi
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(grpo_module, "train_on_rollouts", dies_on_the_third_step)
+    monkeypatch.setattr(grpo_module, "update_policy", dies_on_the_third_step)
     with pytest.raises(KeyboardInterrupt):
         grpo(str(tiny_checkpoint), prompts, tmp_path / "resumed", [varied], steps=4, **options)
-    monkeypatch.setattr(grpo_module, "train_on_rollouts", real)
+    monkeypatch.setattr(grpo_module, "update_policy", real)
     grpo(str(tiny_checkpoint), prompts, tmp_path / "resumed", [varied], steps=4, **options)
     assert max_difference(weights(tmp_path / "whole"), weights(tmp_path / "resumed")) < 1e-5
     assert max_difference(weights(tmp_path / "whole"), weights(tiny_checkpoint)) > 1e-4
@@ -144,13 +144,13 @@ def test_completions_no_reward_applies_to_get_no_advantage_and_are_counted(tmp_p
         "    return None if total % 2 else float(total % 7)\n")
     monkeypatch.chdir(tmp_path)
     seen = []
-    original = grpo_module.train_on_rollouts
+    original = grpo_module.update_policy
 
-    def spy(network, reference, optimizer, scheduler, rollouts, advantages_B, *args, **kwargs):
+    def spy(policy, rollouts, advantages_B, settings):
         seen.append(([r.reward for r in rollouts], advantages_B.tolist()))
-        return original(network, reference, optimizer, scheduler, rollouts, advantages_B, *args, **kwargs)
+        return original(policy, rollouts, advantages_B, settings)
 
-    monkeypatch.setattr(grpo_module, "train_on_rollouts", spy)
+    monkeypatch.setattr(grpo_module, "update_policy", spy)
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
     grpo(str(tiny_checkpoint), str(prompts), tmp_path / "out", ["sometimes:score"], steps=2, **FAST)
     for (rewards, advantages), line in zip(seen, metrics(tmp_path / "out")):

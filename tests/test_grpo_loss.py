@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from r1cli.grpo_loss import Normaliser, aggregate, group_advantages, k3_kl, per_token_objective
+from r1cli.rl.loss import Normaliser, aggregate, group_advantages, k3_kl, per_token_objective
 
 
 def random_step(seed: int, completions: int = 6, width: int = 7):

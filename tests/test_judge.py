@@ -1,6 +1,6 @@
 import pytest
 
-from r1cli.rewards import Scorer, parse_rewards
+from r1cli.rewards.registry import Scorer, parse_rewards
 from r1cli.toy.judge import helpfulness
 from r1cli.toy.world import make_world
 

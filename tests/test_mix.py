@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from conftest import run_cli, write_jsonl
 
-from r1cli.mix import largest_remainder
+from r1cli.recipes.mix import largest_remainder
 
 
 def sources(tmp_path, sizes):
@@ -56,7 +56,7 @@ def test_without_total_every_record_once_shuffled_by_the_seed(tmp_path, monkeypa
 def test_dedupe_stdin_and_bad_records(tmp_path, monkeypatch, capsys):
     a = write_jsonl(tmp_path / "a.jsonl", [{"text": "same"}, {"text": "same"}, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]}])
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"text": "same"}\n{"prompt": "p", "completion": "c"}\n')))
-    status, out, _ = run_cli(monkeypatch, capsys, "mix", str(a), "-", "--out", "-", "--dedupe")
+    status, out, _ = run_cli(monkeypatch, capsys, "mix", str(a), "-", "--out", "-", "--unique")
     assert status == 0 and len(out.splitlines()) == 3
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, {"completion": "no prompt"}])
     status, _, err = run_cli(monkeypatch, capsys, "mix", str(a), str(bad), "--out", str(tmp_path / "o.jsonl"))

@@ -14,8 +14,8 @@ import json
 import pytest
 from conftest import write_jsonl
 
-from r1cli.grpo import grpo
-from r1cli.sft import sft
+from r1cli.commands.grpo import grpo
+from r1cli.commands.sft import sft
 
 RTOL = 1e-4
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets {m}. How many pens now?", "answer": str(n + m)} for n in range(2, 9) for m in (1, 2, 3)]
@@ -65,7 +65,7 @@ def test_sft_three_steps(tmp_path, tiny_config, chat_records):
 def test_grpo_three_steps(tmp_path, tiny_checkpoint, varied):
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
     grpo(str(tiny_checkpoint), str(prompts), tmp_path / "grpo", [varied, "repetition=0.5"], steps=3, prompts_per_step=4,
-         num_generations=4, max_new_tokens=16, max_length=12, overlong_buffer=8, temperature=0.7, lr=1e-3, beta=0.04,
+         num_generations=4, max_new_tokens=16, overlong_length=12, overlong_buffer=8, temperature=0.7, lr=1e-3, beta=0.04,
          epsilon_high=0.28, device="cpu", dtype="fp32", save_every=0, log_samples_every=0, seed=0)
     assert_pinned(logged(tmp_path / "grpo", "loss", "reward", "grad_norm", "kl"), GRPO_STEPS)
 

@@ -1,6 +1,6 @@
 from conftest import run_cli, write_jsonl
 
-from r1cli.plot import moving_average
+from r1cli.report.plot import moving_average
 
 
 def test_writes_a_png_with_a_panel_per_metric(tmp_path, monkeypatch, capsys):

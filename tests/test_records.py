@@ -4,8 +4,7 @@ import json
 import pytest
 from conftest import shared_path, write_jsonl
 
-from r1cli.errors import UserError
-from r1cli.records import (
+from r1cli.data.records import (
     Record,
     prompt_id,
     read_all,
@@ -14,6 +13,7 @@ from r1cli.records import (
     training_kind,
     write_records,
 )
+from r1cli.errors import UserError
 
 
 def test_reads_real_gsm8k_with_other_field_names():

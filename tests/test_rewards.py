@@ -4,20 +4,12 @@ import time
 import pytest
 from conftest import shared_records
 
-from r1cli.answers import gold_answer
+from r1cli.data.answers import gold_answer
 from r1cli.errors import UserError
-from r1cli.rewards import (
-    RewardOptions,
-    Scorer,
-    accuracy,
-    code,
-    format_reward,
-    language,
-    overlong,
-    parse_rewards,
-    repetition,
-    tags,
-)
+from r1cli.rewards.builtin import format_reward, language, overlong, repetition, tags
+from r1cli.rewards.code import code
+from r1cli.rewards.math import accuracy
+from r1cli.rewards.registry import RewardOptions, Scorer, parse_rewards
 
 
 def load(name: str) -> list[dict]:

@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import run_cli, write_jsonl
 
-from r1cli import runs
-from r1cli.checkpoint import write_loadable
+from r1cli.data import outputs as runs
 from r1cli.modeling import load_model
+from r1cli.train.checkpoint import write_loadable
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets 2. How many pens now?", "answer": str(n + 2)} for n in range(6)]
 
@@ -55,7 +55,7 @@ def test_a_resumed_sampling_run_equals_an_uninterrupted_one(tmp_path, tiny_check
     kept = cut.read_text().splitlines()
     (tmp_path / "cut.jsonl.partial").write_text("\n".join(kept[:9]) + "\n" + kept[9][:30])
     cut.unlink()
-    assert run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, prompts, cut, "--n", "4", "--batch-size", "3"))[0] == 0
+    assert run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, prompts, cut, "--n", "4", "--generation-batch-size", "3"))[0] == 0
     assert by_pair(lines(cut)) == by_pair(lines(whole)) and len(lines(cut)) == 24
     assert len(set(by_pair(lines(whole)).values())) > 12  # sampled at T=1.3: the completions differ
 
@@ -206,7 +206,7 @@ def test_temporaries_of_a_killed_write_are_removed_by_the_next(tmp_path, tiny_ch
 def test_scoring_workers_die_with_a_killed_r1(tmp_path):
     marker = f"r1-pool-{uuid.uuid4().hex}"
     script = (
-        "import time\nfrom r1cli.rewards import Scorer, parse_rewards\n"
+        "import time\nfrom r1cli.rewards.registry import Scorer, parse_rewards\n"
         "scorer = Scorer(parse_rewards(['accuracy']), workers=2)\n"
         "records = [{'prompt': 'q', 'answer': '2', 'completion': '<think>x</think> \\\\boxed{2}'}] * 16\n"
         "scorer.score(records)\nprint('scored', flush=True)\ntime.sleep(60)\n"

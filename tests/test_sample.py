@@ -5,7 +5,7 @@ import time
 
 from conftest import run_cli, shared_path, write_jsonl
 
-from r1cli.answers import split_completion
+from r1cli.data.answers import split_completion
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets 2. How many pens now?", "answer": str(n + 2), "level": n % 3} for n in range(12)]
 
@@ -51,7 +51,7 @@ def test_resume_drops_a_cut_line_and_adds_only_missing_pairs(tmp_path, tiny_chec
 def test_sigkill_then_rerun_completes_without_duplicates(tmp_path, tiny_checkpoint):
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS * 5)  # duplicates share ids: one set of samples each
     out = tmp_path / "s.jsonl"
-    command = [sys.executable, "-m", "r1cli", *sample_args(tiny_checkpoint, prompts, out, "--n", "40", "--batch-size", "40", "--max-new-tokens", "64")]
+    command = [sys.executable, "-m", "r1cli", *sample_args(tiny_checkpoint, prompts, out, "--n", "40", "--generation-batch-size", "40", "--max-new-tokens", "64")]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     partial = tmp_path / "s.jsonl.partial"
     deadline = time.time() + 120
@@ -89,7 +89,7 @@ def test_bad_input_is_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, bad, tmp_path / "s.jsonl"))
     assert status == 2 and "p.jsonl:2: missing field 'prompt'" in err and len(err.strip().splitlines()) == 1
     good = write_jsonl(tmp_path / "g.jsonl", PROMPTS[:1])
-    for flag, value, message in (("--shard", "3/2", "need 0 <= I < N"), ("--template", "plain", "not one of: chat, r1-zero"),
+    for flag, value, message in (("--shard", "3/2", "need 0 <= I < N"), ("--template", "nope", "not one of: auto, chat, r1-zero, plain"),
                                  ("--engine", "tgi", "not one of: hf, vllm")):
         status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, good, tmp_path / "s.jsonl", flag, value))
         assert status == 2 and message in err, err

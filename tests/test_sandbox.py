@@ -18,8 +18,8 @@ import uuid
 import pytest
 from conftest import shared_records
 
-from r1cli.rewards import code
-from r1cli.sandbox import isolation_mode
+from r1cli.rewards.code import code
+from r1cli.rewards.sandbox import isolation_mode
 
 # A task whose only test is `assert candidate() == True`: an attack returns True iff it worked.
 PROBE = {"prompt": 'def probe():\n    """Whether the attack worked."""\n', "entry_point": "probe", "test": "def check(candidate):\n    assert candidate() == True\n"}
@@ -188,7 +188,7 @@ def test_killing_the_scorer_fails_and_the_scorer_survives():
     """
     # Scored in a child process: if the attack got out, that child dies, not the test run.
     completion = f"```python\n{textwrap.dedent(attack).strip()}\n```"
-    script = f"from r1cli.rewards import code\nprint('score', code({{**{PROBE!r}, 'completion': {completion!r}}}, timeout=10, memory_mb=512))"
+    script = f"from r1cli.rewards.code import code\nprint('score', code({{**{PROBE!r}, 'completion': {completion!r}}}, timeout=10, memory_mb=512))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "score 0.0" in result.stdout
@@ -454,7 +454,7 @@ def test_a_forged_setup_error_does_not_switch_the_sandbox_off():
 def test_a_check_does_not_outlive_a_killed_scorer():
     marker = f"r1-orphan-{uuid.uuid4().hex}"
     completion = f"```python\nimport time\ndef probe():\n    time.sleep(3600)  # {marker}\n```"
-    script = (f"from r1cli.rewards import code\n"
+    script = (f"from r1cli.rewards.code import code\n"
               f"code({{**{PROBE!r}, 'completion': {completion!r}}}, timeout=3, memory_mb=256)\n")
     process = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.time() + 30
@@ -571,7 +571,7 @@ def test_installed_packages_are_not_visible():
 def test_every_call_of_a_test_happens_whatever_the_answers():
     # A test that stopped at its first failed assert would tell the solution, by the calls that
     # never come, which of its answers were wrong: the asserts are deferred to the end.
-    from r1cli.rewards import FAILURES, deferred_asserts
+    from r1cli.rewards.code import FAILURES, deferred_asserts
 
     test = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(2) == 4\n    assert candidate(3) == 6, 'msg'\n"
     for answers, failed in (({1: 0, 2: 0, 3: 0}, 3), ({1: 2, 2: 0, 3: 6}, 1), ({1: 2, 2: 4, 3: 6}, 0)):

@@ -6,12 +6,13 @@ from conftest import run_cli, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from r1cli import sft as sft_module
+from r1cli.commands.sft import sft
+from r1cli.data.records import Record, file_sha256
+from r1cli.data.sft_rows import collate, encode_records, to_rows
 from r1cli.errors import UserError
 from r1cli.modeling import load_model
-from r1cli.records import Record
-from r1cli.sft import sft, token_loss_sum
-from r1cli.sft_data import collate, encode_records, to_rows
+from r1cli.recipes import sft as sft_module
+from r1cli.recipes.sft import token_loss_sum
 
 # Exactness is a CPU property (the GPU default is bf16 autocast), so these runs pin the CPU.
 FAST = {"lr": 3e-3, "warmup": 0, "batch_size": 4, "max_length": 128, "save_every": 0, "device": "cpu"}
@@ -55,7 +56,7 @@ def test_checkpoint_loads_with_plain_transformers_and_generates(tmp_path, tiny_c
     lineage = json.loads((out / "r1.json").read_text())
     assert lineage["command"] == "sft" and lineage["step"] == 3 and lineage["seed"] == 5
     assert lineage["options"]["lr"] == FAST["lr"] and lineage["parent"]["path"] == str(tiny_config)
-    assert [i["sha256"] for i in lineage["inputs"]] == [__import__("r1cli.records").records.file_sha256(p) for p in (data, eval_data)]
+    assert [i["sha256"] for i in lineage["inputs"]] == [file_sha256(p) for p in (data, eval_data)]
     assert {"torch", "transformers", "python"} <= set(lineage["libraries"])
     assert "eval_loss" in lineage["metrics"] and lineage["metrics"]["loss"] == metrics(out)[-1]["loss"]
     assert {"step", "loss", "lr", "grad_norm", "tokens_per_s"} <= set(metrics(out)[0])
@@ -90,7 +91,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_config, 
     options = dict(FAST, max_steps=7, save_every=3)
     sft(str(tiny_config), [str(data)], tmp_path / "whole", **options)
 
-    real_step, calls = sft_module._train_step, {"n": 0}
+    real_step, calls = sft_module.train_step, {"n": 0}
 
     def dies_at_step_five(*args, **kwargs):
         calls["n"] += 1
@@ -98,12 +99,12 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_config, 
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(sft_module, "_train_step", dies_at_step_five)
+    monkeypatch.setattr(sft_module, "train_step", dies_at_step_five)
     with pytest.raises(KeyboardInterrupt):
         sft(str(tiny_config), [str(data)], tmp_path / "resumed", **options)
     assert not (tmp_path / "resumed" / "r1.json").exists()  # the killed run does not look finished
     assert (tmp_path / "resumed" / "checkpoints" / "step-000003" / "r1.json").exists()
-    monkeypatch.setattr(sft_module, "_train_step", real_step)
+    monkeypatch.setattr(sft_module, "train_step", real_step)
     sft(str(tiny_config), [str(data)], tmp_path / "resumed", **options)
     whole, resumed = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
     assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) < 1e-5

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from r1cli.data.records import Record
+from r1cli.data.sft_rows import IGNORE, StepPlan, collate, encode_records, to_rows
 from r1cli.errors import UserError
-from r1cli.records import Record
-from r1cli.sft_data import IGNORE, StepPlan, collate, encode_records, to_rows
 from r1cli.toy.tokenizer import TOKENIZER_DIR, build_tokenizer
 
 TOKENIZER = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
@@ -194,7 +194,7 @@ def test_step_plan_covers_each_epoch_once_and_is_deterministic():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from r1cli.sft_data import Example  # noqa: E402
+from r1cli.data.sft_rows import Example  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)

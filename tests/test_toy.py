@@ -20,8 +20,8 @@ def test_shipped_tokenizer_is_what_the_builder_makes():
 def test_a_checkpoint_tokenizes_exactly_as_the_shipped_tokenizer(tmp_path, tiny_config):
     """transformers picks the tokenizer class from a checkpoint's model_type (Qwen2Tokenizer for
     qwen2) and that class imposes its own pre-tokenizer: the toy tokenizer must survive it."""
-    from r1cli.checkpoint import write_loadable
     from r1cli.modeling import load_model
+    from r1cli.train.checkpoint import write_loadable
 
     model, tokenizer = load_model(str(tiny_config))
     write_loadable(tmp_path / "ckpt", model, tokenizer, model.dtype)

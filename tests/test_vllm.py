@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import run_cli, write_jsonl
 
+from r1cli.engines.base import SamplingOptions
+from r1cli.engines.sampling import request_seeds
 from r1cli.errors import UserError
-from r1cli.generation import SamplingOptions, request_seeds
 
 FAKE_VLLM = Path(__file__).parent / "fakes" / "vllm" / "__init__.py"
 INSTALL_LINE = "--engine vllm needs vLLM, which is not installed: pip install 'r1cli[vllm]'"
@@ -41,7 +42,7 @@ def requests_of(fake) -> list[tuple[dict, object, object]]:
 
 
 def engine(fake, **options):
-    from r1cli.vllm_engine import VLLMEngine
+    from r1cli.engines.vllm import VLLMEngine
 
     return VLLMEngine("some/checkpoint", **options)
 
@@ -78,7 +79,7 @@ def test_the_llm_is_built_for_temperature_scaled_logprobs_and_weight_loading(fak
     engine(fake_vllm, dtype="bf16", seed=7, gpu_memory_utilization=0.5, max_model_len=1024)
     assert calls(fake_vllm, "LLM") == [{
         "call": "LLM", "model": "some/checkpoint", "dtype": "bfloat16", "seed": 7, "gpu_memory_utilization": 0.5,
-        "logprobs_mode": "processed_logprobs", "worker_extension_cls": "r1cli.vllm_engine.WeightLoaderExtension",
+        "logprobs_mode": "processed_logprobs", "worker_extension_cls": "r1cli.engines.vllm.WeightLoaderExtension",
         "max_model_len": 1024,
     }]
 
@@ -242,7 +243,7 @@ def test_refresh_weights_loads_every_named_weight_then_resets_the_prefix_cache(f
 
 
 def test_refresh_weights_sends_the_engines_dtype_in_bounded_shards(fake_vllm, tiny_config, monkeypatch):
-    import r1cli.vllm_engine as vllm_engine_module
+    import r1cli.engines.vllm as vllm_engine_module
 
     monkeypatch.setattr(vllm_engine_module, "WEIGHT_SHARD_BYTES", 8192)
     model = tiny_model(tiny_config)

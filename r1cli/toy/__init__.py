@@ -1,5 +1,1 @@
-"""`r1 toy`: a small world of arithmetic word problems, and tiny base models pre-trained on it."""
-
-from r1cli.toy.command import app
-
-__all__ = ["app"]
+"""The toy world: its corpora, its tokenizer and model configs, and the toy judge."""

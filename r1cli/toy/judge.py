@@ -7,7 +7,7 @@ model, a trained reward model takes its place (`--reward rm:PATH`).
 
 from __future__ import annotations
 
-from r1cli.answers import split_completion
+from r1cli.data.answers import split_completion
 
 
 def helpfulness(record: dict) -> float | None:

@@ -1,4 +1,4 @@
-"""A stand-in for the part of vLLM's offline API (vLLM 0.10) that r1cli.vllm_engine uses.
+"""A stand-in for the part of vLLM's offline API (vLLM 0.10) that r1cli.engines.vllm uses.
 
 Tests load it in place of `vllm` for one test at a time (monkeypatched into sys.modules); it is
 never importable by accident, since tests/fakes is not on sys.path. It keeps vLLM's documented

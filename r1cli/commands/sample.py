@@ -1,0 +1,42 @@
+"""`r1 sample`: the command line of the sampling recipe."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from r1cli.options import (
+    ComputeOptions,
+    GenerationOptions,
+    Overwrite,
+    PromptOptions,
+    SamplesPerPrompt,
+    Seed,
+    command,
+)
+from r1cli.recipes.sample import SampleJob, run_sample
+
+
+@command
+def sample(
+    model: Annotated[str, typer.Argument(help="Checkpoint directory (or hub name).")],
+    prompts: Annotated[str, typer.Argument(help="Prompt records: JSONL ('-' for stdin), JSON or Parquet.")],
+    out: Annotated[str, typer.Option("--out", help="Sample records (JSONL); '-' for stdout.")],
+    prompt: PromptOptions,
+    generation: GenerationOptions,
+    compute: ComputeOptions,
+    n: SamplesPerPrompt = 1,
+    shard: Annotated[str, typer.Option(help="I/N: take every N-th prompt starting at the I-th (0-based).")] = "0/1",
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Sample N completions per prompt and write one sample record per completion.
+
+    Writing to a file is resumable: run the command again and only the (id, sample) pairs still
+    missing are generated, each from its own seeded stream, so the result equals an
+    uninterrupted run's; a larger --n adds samples. The file appears once complete
+    (FILE.partial until then), and FILE.r1.json records the model, prompts and options: a rerun
+    with another model, other prompts or other sampling options is refused, not mixed in.
+    """
+    run_sample(SampleJob(model, prompts, out, n, prompt, generation, compute, shard, seed, overwrite))

@@ -1,0 +1,207 @@
+"""The sampling recipe: N completions per prompt as sample records, resumable and shardable.
+
+A rerun continues the file where it stopped, drawing each missing (id, sample) pair from its
+own seeded stream, and refuses a file another model, other prompts or other options made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from r1cli.console import log, progress_bar, warn
+from r1cli.data import outputs as runs
+from r1cli.data.records import (
+    STDIO,
+    Record,
+    dumps,
+    read_records,
+    sample_record,
+    to_prompt_record,
+    unique_ids,
+    write_json,
+)
+from r1cli.data.templates import TEMPLATES, format_prompt
+from r1cli.engines.base import SamplingOptions, engine_names, make_engine
+from r1cli.errors import UserError
+from r1cli.modeling import resolve_device, resolve_dtype
+from r1cli.options import ComputeOptions, GenerationOptions, PromptOptions
+from r1cli.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """What to sample: N completions per prompt of PROMPTS from MODEL, into OUT."""
+
+    model: str
+    prompts: str
+    out: str
+    n: int = 1
+    prompt: PromptOptions = PromptOptions()
+    generation: GenerationOptions = GenerationOptions()
+    compute: ComputeOptions = ComputeOptions()
+    shard: str = "0/1"
+    seed: int = 0
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if self.prompt.template not in TEMPLATES:
+            raise UserError(f"--template {self.prompt.template!r} is not one of: {', '.join(TEMPLATES)}")
+        if self.generation.engine not in engine_names():
+            raise UserError(f"--engine {self.generation.engine!r} is not one of: {', '.join(engine_names())}")
+        self.generation.check()
+        if any(not stop for stop in self.generation.stop or ()):
+            raise UserError("--stop '': a stop string must not be empty")
+        resolve_dtype(self.compute.dtype, resolve_device(self.compute.device))
+        parse_shard(self.shard)
+
+    def shaping_options(self) -> dict:
+        """The options that decide what the samples are (not where they go or how fast)."""
+        generation = {k: v for k, v in asdict(self.generation).items() if k != "generation_batch_size"}
+        return {**generation, "stop": list(self.generation.stop or ()), **asdict(self.prompt), "dtype": self.compute.dtype,
+                "shard": self.shard, "seed": self.seed}
+
+    def sampling(self) -> SamplingOptions:
+        g = self.generation
+        return SamplingOptions(g.temperature, g.top_p, g.top_k, g.max_new_tokens, tuple(g.stop or ()), self.seed)
+
+    def seed_of(self, prompt_id: str, k: int) -> int:
+        return derive_seed(self.seed, "sample", prompt_id, k)
+
+
+def run_sample(job: SampleJob) -> None:
+    """Sample JOB.n completions for every prompt of JOB, into JOB.out (resumed) or stdout."""
+    job.check()
+    records = load_prompts(job)
+    if job.out == STDIO:
+        _generate(job, [(record, list(range(job.n))) for record in records], sys.stdout)
+        return
+    runs.check_file_output(job.out, [job.prompts])
+    with runs.exclusive(job.out):
+        identity = runs.Identity(models={"model": runs.model_fingerprint(job.model)}, inputs={"prompts": runs.records_sha256(records)},
+                                 options=job.shaping_options())
+        partial, record_file = Path(f"{job.out}.partial"), runs.sidecar(job.out)
+        new = not (Path(job.out).exists() or partial.exists() or record_file.exists())
+        done = _claim(job, identity)
+        pending = [(record, [k for k in range(job.n) if (record["id"], k) not in done]) for record in records]
+        pending = [(record, missing) for record, missing in pending if missing]
+        if pending:
+            try:
+                with open(partial, "a", encoding="utf-8") as sink:
+                    _generate(job, pending, sink)
+            except BaseException:
+                if new and partial.exists() and partial.stat().st_size == 0:  # failed before any sample: leave nothing
+                    partial.unlink()
+                    record_file.unlink(missing_ok=True)
+                raise
+        else:
+            log(f"{job.out} is complete ({len(records) * job.n} samples); nothing to do")
+        os.replace(partial, job.out)
+        _write_sidecar(job, identity, complete=True)
+
+
+def load_prompts(job: SampleJob) -> list[Record]:
+    index, count = parse_shard(job.shard)
+    chosen = [to_prompt_record(r, job.prompt.prompt_key, job.prompt.answer_key) for i, r in enumerate(read_records(job.prompts)) if i % count == index]
+    records, repeated = unique_ids(chosen)
+    if repeated:
+        warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are sampled once")
+    if not records:
+        raise UserError(f"{job.prompts}: no prompts (in shard {job.shard})")
+    return records
+
+
+def _claim(job: SampleJob, identity: runs.Identity) -> set[tuple[str, int]]:
+    """Make JOB.out this job's: start it, or resume it when the same model, prompts and options
+    made it. Returns the (id, sample) pairs already written."""
+    out, partial = Path(job.out), Path(f"{job.out}.partial")
+    saved = runs.read_sidecar(out)
+    if saved is None and (out.exists() or partial.exists()):
+        raise UserError(f"--out {out}: exists and was not written by r1 sample (no {runs.sidecar(out).name}); remove it or choose another --out")
+    if saved is not None and job.overwrite:
+        out.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+        saved = None
+    if saved is not None:
+        runs.refuse_other_identity(str(out), identity, runs.Identity.from_json(saved["identity"]),
+                                   "use --overwrite to sample it again, or another --out")
+        if saved.get("n", 0) > job.n:
+            raise UserError(f"--out {out}: holds {saved['n']} samples per prompt, more than --n {job.n}: "
+                            f"use --n {saved['n']}, --overwrite, or another --out")
+    _write_sidecar(job, identity, complete=False)
+    if out.exists():
+        os.replace(out, partial)  # a finished file reopened to add samples
+    return _written_pairs(partial, job.n)
+
+
+def _write_sidecar(job: SampleJob, identity: runs.Identity, *, complete: bool) -> None:
+    write_json(runs.sidecar(job.out), {"command": "sample", "model": job.model, "prompts": job.prompts, "n": job.n,
+                                       "identity": identity.to_json(), "complete": complete, "argv": sys.argv})
+
+
+def _written_pairs(partial: Path, n: int) -> set[tuple[str, int]]:
+    """The (id, sample) pairs in PARTIAL. Lines a kill cut or corrupted, and repeats, are removed
+    (their samples are drawn again from the same seeds, so nothing changes)."""
+    if not partial.exists():
+        return set()
+    data = partial.read_bytes()
+    kept, done, dropped = [], set(), 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            pair = (str(record["id"]), int(record["sample"]))
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if pair in done or not 0 <= pair[1] < n:
+            dropped += 1
+            continue
+        done.add(pair)
+        kept.append(line)
+    repaired = b"".join(line + b"\n" for line in kept)
+    if repaired != data:
+        if dropped:
+            warn(f"{partial}: {dropped} cut, corrupt or repeated line(s) dropped; they are sampled again")
+        partial.write_bytes(repaired)
+    return done
+
+
+def _generate(job: SampleJob, pending: list[tuple[Record, list[int]]], sink) -> None:
+    """Generate the MISSING samples of each prompt, a batch of prompts at a time, into SINK."""
+    engine, tokenizer = make_engine(job.generation.engine, job.model, dtype=job.compute.dtype, device=job.compute.device,
+                                    batch_size=job.generation.generation_batch_size, seed=job.seed)
+    prompt_ids = [tokenizer(format_prompt(record["prompt"], tokenizer, job.prompt.template, job.prompt.system),
+                            add_special_tokens=False)["input_ids"] for record, _ in pending]
+    prompts_per_batch = max(1, job.generation.generation_batch_size // job.n)
+    tokens, started = 0, time.time()
+    log(f"sample: {len(pending)} prompts x up to {job.n} samples ({sum(len(m) for _, m in pending)} completions) with {job.generation.engine}")
+    with progress_bar() as bar:
+        task = bar.add_task("sample", total=len(pending), status="")
+        for start in range(0, len(pending), prompts_per_batch):
+            chunk = pending[start : start + prompts_per_batch]
+            seeds = [[job.seed_of(record["id"], k) for k in missing] for record, missing in chunk]
+            generated = engine.generate_ids(prompt_ids[start : start + len(chunk)], job.sampling(), seeds=seeds)
+            for (record, missing), completions in zip(chunk, generated):
+                for k, completion in zip(missing, completions):
+                    sink.write(dumps(sample_record(record, k, completion)) + "\n")
+                    tokens += len(completion.token_ids)
+            sink.flush()
+            bar.update(task, advance=len(chunk), status=f"{tokens / (time.time() - started):.0f} tokens/s")
+    engine.close()
+    log(f"wrote {job.out} ({tokens} completion tokens in {time.time() - started:.0f} s)")
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {shard!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
+    return index, count

@@ -1,0 +1,236 @@
+"""The SFT recipe: supervised fine-tuning (and pre-training from a config) on training records.
+
+Read `run_sft` top to bottom: claim the run directory, build the model, rows and optimizer
+(`prepare`), then one optimizer step per iteration (`train_step`), a metrics line, and a
+checkpoint every `--save-every` steps. With a teacher (`r1 distill --kd-weight`) each step adds
+the teacher's token-level KL to the cross-entropy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from r1cli.console import format_status, log, progress_bar, warn
+from r1cli.data import outputs as runs
+from r1cli.data.records import read_all
+from r1cli.data.sft_rows import IGNORE, Row, StepPlan, collate, encode_records, to_rows
+from r1cli.data.templates import resolve_template
+from r1cli.errors import UserError
+from r1cli.modeling import (
+    count_parameters,
+    dtype_name,
+    load_model,
+    prepare_for_training,
+    resolve_device,
+    resolve_dtype,
+)
+from r1cli.options import (
+    ComputeOptions,
+    LoraOptions,
+    OptimizerOptions,
+    RunOptions,
+    SFTOptimizerOptions,
+    as_dict,
+)
+from r1cli.seeding import seed_everything
+from r1cli.train import checkpoint as ckpt
+from r1cli.train.metrics_log import MetricsLog
+from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
+from r1cli.train.resume import already_finished, resume, training_identity
+from r1cli.train.teacher import Teacher
+
+# Options that may change between a run and its resumption without changing what it computes.
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size")
+STATUS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    model: str
+    data: tuple[str, ...]
+    out: str
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    max_length: int = 2048
+    packing: bool = False
+    template: str = "auto"
+    eval_data: tuple[str, ...] = ()
+    eval_batch_size: int = 16
+    optim: OptimizerOptions = SFTOptimizerOptions()
+    lora: LoraOptions = LoraOptions()
+    compute: ComputeOptions = ComputeOptions()
+    run: RunOptions = RunOptions()
+
+    def options(self) -> dict:
+        """Every option by its command-line name, as r1.json records it."""
+        own = {k: v for k, v in asdict(self).items() if k not in ("optim", "lora", "compute", "run")}
+        own.update(data=list(self.data), eval_data=list(self.eval_data) or None)
+        return {**own, **as_dict(self.optim, self.lora, self.compute, self.run)}
+
+
+@dataclass
+class SFTState:
+    """What the loop works with, built once by `prepare`."""
+
+    network: torch.nn.Module
+    tokenizer: object
+    rows: list[Row]
+    eval_rows: list[Row]
+    plan: StepPlan
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    start_step: int
+    device: torch.device
+    dtype: torch.dtype
+    truncated: int
+
+
+@dataclass
+class StepStats:
+    loss: float  # mean cross-entropy per labelled token of the step
+    kd_kl: float  # mean teacher KL per labelled token (0 without a teacher)
+    grad_norm: float
+    tokens: int
+
+
+def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None = None, recorded: dict | None = None) -> None:
+    """Train CONFIG's model on its data into its run directory, resuming where a run stopped.
+    RECORDED is what r1.json records as the options (the calling command's, e.g. distill's)."""
+    out = Path(config.out)
+    if config.max_steps is None and not config.epochs > 0:
+        raise UserError(f"--epochs {config.epochs}: must be above 0 (or give --max-steps)")
+    options = config.options()
+    models = {"model": config.model, **({"teacher": teacher.path} if teacher else {})}
+    identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
+                                 may_change=RESUME_MAY_CHANGE)
+    with runs.exclusive(out):
+        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data]):
+            return
+        started = time.time()
+        state = prepare(config, out, identity, teacher)
+        writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
+                                ckpt.describe_inputs([*config.data, *config.eval_data]), state.dtype)
+        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step)
+        line: dict = {}
+        with progress_bar() as bar:
+            task = bar.add_task("sft", total=state.total_steps, completed=state.start_step, status="")
+            for step in range(state.start_step, state.total_steps):
+                # One optimizer step over this step's rows, then its metrics line.
+                began = time.time()
+                lr = state.scheduler.get_last_lr()[0]
+                stats = train_step(state, step, config.optim.max_grad_norm, teacher)
+                state.scheduler.step()
+                done = step + 1
+                line = {"step": done, "epoch": round(done / state.plan.steps_per_epoch, 4), "loss": stats.loss,
+                        **({"kd_kl": stats.kd_kl} if teacher else {}), "lr": lr, "grad_norm": stats.grad_norm,
+                        "tokens_per_s": round(stats.tokens / (time.time() - began), 1), "truncated_examples": state.truncated}
+                # A checkpoint every --save-every steps (with the eval loss), its metrics line first:
+                # a run resumed from it must not lack this step's line.
+                saving = config.run.save_every and done % config.run.save_every == 0 and done < state.total_steps
+                if saving and state.eval_rows:
+                    line["eval_loss"] = evaluate_loss(state, config.eval_batch_size)
+                metrics_log.write(line)
+                if saving:
+                    writer.save(done, state.network, state.tokenizer, state.optimizer, state.scheduler, line, keep=config.run.keep_checkpoints)
+                bar.update(task, completed=done, status=format_status(line, STATUS_KEYS))
+        metrics_log.close()
+        # The final checkpoint in OUT itself, with the eval loss and the wall time.
+        final = {**line, "wall_seconds": round(time.time() - started, 1)}
+        if state.eval_rows:
+            final["eval_loss"] = evaluate_loss(state, config.eval_batch_size)
+        writer.finish(state.total_steps, state.network, state.tokenizer, final, merge=config.lora.merge)
+        log(f"wrote {out} (step {state.total_steps}: {format_status(final, ('loss', 'eval_loss', 'wall_seconds'))})")
+
+
+def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> SFTState:
+    """The model (LoRA-wrapped, checkpointed), the token rows, the step plan and the optimizer,
+    restored from the newest checkpoint of OUT when there is one."""
+    device = resolve_device(config.compute.device)
+    dtype = resolve_dtype(config.compute.dtype, device)
+    seed_everything(config.run.seed)
+    # Full fine-tuning keeps fp32 master weights (autocast computes in DTYPE); LoRA keeps the base in DTYPE.
+    network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32, seed=config.run.seed)
+    template = resolve_template(config.template, tokenizer)
+    rows, truncated = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing)
+    eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False)[0] if config.eval_data else []
+    plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
+    total_steps = plan.total_steps(config.epochs, config.max_steps)
+    network = prepare_for_training(network, config.model, config.lora, config.optim.gradient_checkpointing).to(device)
+    optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay)
+    scheduler = make_scheduler(optimizer, schedule=config.optim.schedule, warmup=warmup_steps(config.optim.warmup, total_steps),
+                               total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio)
+    progress, _ = resume(out, network, optimizer, scheduler, identity)
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    log(f"sft: {len(rows)} rows ({len(config.data)} file(s), template {template}{', packed' if config.packing else ''}), "
+        f"{total_steps} steps of {plan.rows_per_step} rows, {count_parameters(network):,} parameters "
+        f"({trainable:,} trained), {device} {dtype_name(dtype)}")
+    if truncated:
+        warn(f"{truncated} example(s) longer than --max-length {config.max_length} were truncated")
+    if teacher:
+        teacher.prepare(tokenizer, config.model, device, dtype)
+    return SFTState(network, tokenizer, rows, eval_rows, plan, total_steps, optimizer, scheduler,
+                    progress["step"] if progress else 0, device, dtype, truncated)
+
+
+def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool) -> tuple[list[Row], int]:
+    """The token rows of the records in PATHS, and how many examples were truncated."""
+    examples = encode_records(read_all(paths), tokenizer, template=template, max_length=max_length)
+    rows = to_rows(examples, max_length=max_length, packing=packing)
+    if not rows:
+        raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")
+    return rows, sum(e.truncated for e in examples)
+
+
+def token_loss_sum(network, batch: dict[str, torch.Tensor], teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed next-token cross-entropy over the labelled tokens of BATCH, and (with TEACHER) the
+    summed KL from the teacher's next-token distribution at the same tokens (else None)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = network(**inputs, use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    if teacher is None:
+        return loss, None
+    return loss, teacher.kl_sum(logits[:, :-1], inputs, labels != IGNORE)
+
+
+def train_step(state: SFTState, step: int, max_grad_norm: float, teacher: Teacher | None = None) -> StepStats:
+    """One optimizer step over STEP's micro-batches: the loss is the mean over every labelled
+    token of the step, so splitting the same rows into more micro-batches gives the same update."""
+    state.network.train()
+    batches = [[state.rows[i] for i in indices] for indices in state.plan.micro_batches(step)]
+    label_total = sum(row.label_count for rows in batches for row in rows)
+    loss_total, kl_total, tokens = 0.0, 0.0, 0
+    for rows in batches:
+        batch = collate(rows, state.tokenizer.pad_token_id, state.device)
+        with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype != torch.float32):
+            loss_sum, kl_sum = token_loss_sum(state.network, batch, teacher)
+        objective = loss_sum if kl_sum is None else loss_sum + teacher.weight * kl_sum
+        (objective / label_total).backward()
+        loss_total += loss_sum.item()
+        kl_total += 0.0 if kl_sum is None else kl_sum.item()
+        tokens += sum(len(row.input_ids) for row in rows)
+    trainable = [p for p in state.network.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    return StepStats(loss_total / label_total, kl_total / label_total, float(grad_norm), tokens)
+
+
+@torch.no_grad()
+def evaluate_loss(state: SFTState, batch_size: int) -> float:
+    """Mean cross-entropy per labelled token over the eval rows."""
+    state.network.eval()
+    loss_total, label_total = 0.0, 0
+    for start in range(0, len(state.eval_rows), batch_size):
+        chunk = state.eval_rows[start : start + batch_size]
+        with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype != torch.float32):
+            loss_total += token_loss_sum(state.network, collate(chunk, state.tokenizer.pad_token_id, state.device))[0].item()
+        label_total += sum(row.label_count for row in chunk)
+    return loss_total / label_total

@@ -1,0 +1,270 @@
+"""Checkpoints: a loadable Hugging Face directory, its `r1.json` lineage, and resumable state.
+
+Layout of a run directory OUT (the final checkpoint is OUT itself):
+
+    OUT/config.json, model.safetensors, tokenizer files, generation_config.json   (loadable)
+    OUT/r1.json                      lineage; written last, so its presence means "complete"
+    OUT/metrics.jsonl                one line per optimizer step
+    OUT/checkpoints/step-000100/     intermediate checkpoints, same loadable layout, plus
+                     state/          trainable weights (fp32), optimizer, scheduler, RNG, step
+
+Each checkpoint is written into a temporary directory and renamed into place, so a directory
+that has an `r1.json` is whole.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from r1cli import __version__
+from r1cli.data.records import file_sha256, input_sha256, read_json_file, write_json
+from r1cli.errors import UserError
+
+LINEAGE = "r1.json"
+STATE = "state"
+CHECKPOINTS = "checkpoints"
+LIBRARIES = ("torch", "transformers", "peft", "datasets", "math-verify", "accelerate", "vllm")
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / LINEAGE).is_file()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "r1": __version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def describe_inputs(paths: list[str]) -> list[dict]:
+    return [{"path": str(Path(p).resolve()) if p != "-" else "-", "sha256": input_sha256(p)} for p in paths]
+
+
+def describe_parent(model: str) -> dict:
+    """The parent checkpoint (or config) as lineage: its path and, if r1 made it, its command."""
+    path = Path(model)
+    parent: dict = {"path": str(path.resolve()) if path.exists() else model}
+    if path.is_file():
+        parent["sha256"] = file_sha256(path)
+    elif is_complete(path):
+        lineage = read_json_file(path / LINEAGE)
+        parent["command"] = lineage.get("command")
+        parent["step"] = lineage.get("step")
+    return parent
+
+
+def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], step: int, metrics: dict, identity: dict | None = None) -> dict:
+    return {
+        "r1_version": __version__,
+        "command": command,
+        "argv": sys.argv,
+        "options": options,
+        "parent": parent,
+        "inputs": inputs,
+        "seed": options.get("seed"),
+        "step": step,
+        "metrics": metrics,
+        "identity": identity,  # what a rerun must match to count as the same run (r1cli.data.outputs.Identity)
+        "libraries": library_versions(),
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_loadable(directory: Path, model, tokenizer, save_dtype: torch.dtype) -> None:
+    """Model weights (in SAVE_DTYPE, safetensors), config, generation config and tokenizer."""
+    state = {name: tensor.detach().to(save_dtype) for name, tensor in model.state_dict().items()}
+    model.save_pretrained(directory, state_dict=state)
+    # save_pretrained records the parameters' dtype (the fp32 masters); record the stored one,
+    # so that dtype="auto" loads the weights as they are.
+    config = read_json_file(directory / "config.json")
+    config["dtype"] = str(save_dtype).removeprefix("torch.")
+    write_json(directory / "config.json", config)
+    tokenizer.save_pretrained(directory)
+
+
+def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
+    """Everything needed to continue: trainable weights in full precision, optimizer, RNG, position."""
+    state_dir = directory / STATE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    trainable = {name: p.detach().float().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, state_dir / "trainable.safetensors")
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        },
+        state_dir / "optimizer.pt",
+    )
+    write_json(state_dir / "progress.json", progress)
+
+
+def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
+    """Restore what save_training_state wrote; return the saved progress (step, options...)."""
+    state_dir = directory / STATE
+    try:
+        saved = load_file(state_dir / "trainable.safetensors")
+    except Exception as error:  # safetensors' own error type for a truncated or corrupt file
+        raise UserError(f"{state_dir / 'trainable.safetensors'}: cannot be read ({error}); remove that checkpoint or use --overwrite") from None
+    parameters = dict(model.named_parameters())
+    missing = sorted(set(saved) ^ {n for n, p in parameters.items() if p.requires_grad})
+    if missing:
+        raise UserError(f"{directory}: saved state does not match the model (e.g. {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            parameters[name].copy_(tensor)
+    try:  # tensors, numbers and containers only: a crafted pickle cannot run code here
+        bundle = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{state_dir / 'optimizer.pt'}: not resumable state r1 wrote (only tensors and numbers are loaded: {first}); "
+                        "remove that checkpoint or use --overwrite") from None
+    optimizer.load_state_dict(bundle["optimizer"])
+    scheduler.load_state_dict(bundle["scheduler"])
+    random.setstate(bundle["rng"]["python"])
+    torch.set_rng_state(bundle["rng"]["torch"])
+    if bundle["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(bundle["rng"]["cuda"])
+    return read_json_file(state_dir / "progress.json")
+
+
+def write_checkpoint(directory: Path, write: Callable[[Path], None], lineage_record: dict) -> None:
+    """Write a checkpoint atomically: WRITE fills a temporary directory, r1.json goes in last.
+
+    A new directory is renamed into place whole. Into an existing run directory (the final
+    checkpoint lands beside metrics.jsonl) the files are moved one by one, config.json and
+    r1.json last, so the directory neither loads nor reads as complete before it is.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    temporary = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        write(temporary)
+        write_json(temporary / LINEAGE, lineage_record)
+        if not directory.exists():
+            os.replace(temporary, directory)
+            return
+        last = {"config.json": 1, LINEAGE: 2}
+        for entry in sorted(temporary.iterdir(), key=lambda p: last.get(p.name, 0)):
+            target = directory / entry.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete intermediate checkpoint of a run, if any."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    complete = [p for p in root.glob("step-*") if is_complete(p) and (p / STATE).is_dir()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep the newest KEEP complete intermediate checkpoints; remove the rest and any leftovers."""
+    root = run_dir / CHECKPOINTS
+    complete = sorted((p for p in root.glob("step-*") if is_complete(p)), key=lambda p: int(p.name.split("-")[1]))
+    kept = set(complete[-keep:])
+    for entry in root.iterdir():
+        if entry not in kept:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step-{step:06d}"
+
+
+def read_lineage(directory: Path) -> dict:
+    return read_json_file(directory / LINEAGE)
+
+
+def is_adapter_model(network) -> bool:
+    """Whether NETWORK is a peft model (its trained weights are an adapter on a frozen base)."""
+    return hasattr(network, "peft_config")
+
+
+def write_intermediate(directory: Path, network, tokenizer, optimizer, scheduler, progress: dict, save_dtype,
+                       extra_state: dict | None = None) -> None:
+    """An intermediate checkpoint: loadable weights (an adapter model: the adapter) and resumable
+    state; EXTRA_STATE tensors (a refreshed reference model, say) go to state/ as safetensors files."""
+    if is_adapter_model(network):  # the adapter loads on its base (peft); merging here would cost a model copy per save
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+    else:
+        write_loadable(directory, network, tokenizer, save_dtype)
+    save_training_state(directory, network, optimizer, scheduler, progress)
+    for name, tensors in (extra_state or {}).items():
+        save_file(tensors, directory / STATE / f"{name}.safetensors")
+
+
+def write_final(directory: Path, network, tokenizer, save_dtype, merge: bool = True) -> None:
+    """The final loadable checkpoint; an adapter model writes adapter/ and the merged model (unless not MERGE)."""
+    if not is_adapter_model(network):
+        write_loadable(directory, network, tokenizer, save_dtype)
+        return
+    if not merge:
+        network.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        return
+    network.save_pretrained(directory / "adapter")
+    write_loadable(directory, network.merge_and_unload(), tokenizer, save_dtype)
+
+
+@dataclass
+class RunWriter:
+    """Writes a training run's checkpoints and lineage: what every one of them records (the
+    command, its options, the parent, the inputs, the identity) is fixed when the run starts."""
+
+    out: Path
+    command: str
+    options: dict  # the run's options, as r1.json records them
+    identity: dict
+    parent: dict
+    inputs: list[dict]
+    save_dtype: torch.dtype
+
+    def lineage(self, step: int, metrics: dict) -> dict:
+        return lineage(self.command, self.options, parent=self.parent, inputs=self.inputs, step=step, metrics=metrics,
+                       identity=self.identity)
+
+    def save(self, step: int, network, tokenizer, optimizer, scheduler, metrics: dict, *, keep: int,
+             progress: dict | None = None, extra_state: dict | None = None) -> None:
+        """An intermediate checkpoint at STEP (then only the newest KEEP are kept)."""
+        state = {"step": step, "options": self.options, "identity": self.identity, **(progress or {})}
+        write_checkpoint(checkpoint_dir(self.out, step),
+                         lambda directory: write_intermediate(directory, network, tokenizer, optimizer, scheduler, state,
+                                                              self.save_dtype, extra_state),
+                         self.lineage(step, metrics))
+        prune_checkpoints(self.out, keep)
+
+    def finish(self, step: int, network, tokenizer, metrics: dict, *, merge: bool = True) -> None:
+        """The final checkpoint, in OUT itself; its r1.json marks the run complete."""
+        write_checkpoint(self.out, lambda directory: write_final(directory, network, tokenizer, self.save_dtype, merge),
+                         self.lineage(step, metrics))

@@ -1,0 +1,37 @@
+"""`metrics.jsonl`: one line per optimizer step, append-only, trimmed back to the resumed step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from r1cli.data.records import dumps
+
+
+class MetricsLog:
+    """Append-only `metrics.jsonl`, one line per step; on resume, lines past the resumed step go."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by a kill: everything after it is from the lost steps
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, metrics: dict) -> None:
+        try:
+            self.handle.write(dumps(metrics) + "\n")
+            self.handle.flush()
+        except OSError as error:  # a full disk: say which file
+            error.filename = error.filename or str(self.path)
+            raise
+
+    def close(self) -> None:
+        self.handle.close()
