@@ -10,14 +10,7 @@ import torch
 
 from r1cli.engines.base import Completion, EngineSettings, SamplingOptions, engine
 from r1cli.engines.sampling import request_seeds, sample_tokens
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids = model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
+from r1cli.engines.text import completion_text, ends_in_stop, eos_ids
 
 
 def cache_argument(model) -> str:
@@ -135,16 +128,10 @@ class HFEngine:
     def _hit_stop_strings(self, tokens, lengths, finished, stop_reason, stops) -> torch.Tensor:
         hits = torch.zeros_like(finished)
         for row in (~finished).nonzero().flatten().tolist():
-            tail = self.tokenizer.decode(tokens[row, max(0, lengths[row] - 16) : lengths[row]].tolist())
-            if any(stop in tail for stop in stops):
+            if ends_in_stop(self.tokenizer, tokens[row, : lengths[row]].tolist(), stops):
                 hits[row] = True
                 stop_reason[row] = "stop"
         return hits
 
     def _text(self, ids: list[int], stops: tuple[str, ...]) -> str:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        for stop in stops:  # keep the stop string itself (a closing tag the format rewards look for)
-            cut = text.find(stop)
-            if cut >= 0:
-                text = text[: cut + len(stop)]
-        return text
+        return completion_text(self.tokenizer, ids, stops)

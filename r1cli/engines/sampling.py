@@ -28,18 +28,42 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 15)
 
 
-def keyed_uniform(keys_B: torch.Tensor, step: int, vocab_size: int) -> torch.Tensor:
+def token_hashes(vocab_size: int, device) -> torch.Tensor:
+    """The per-token half of `keyed_uniform`'s hash, [V] (an engine may compute it once)."""
+    return _mix32(torch.arange(vocab_size, device=device, dtype=torch.int64) * 0x9E3779B1 & MASK32)
+
+
+def row_hashes(keys_B: torch.Tensor, step: int | torch.Tensor) -> torch.Tensor:
+    """The per-row half of `keyed_uniform`'s hash, [B]: of each row's key and STEP (an int for
+    the batch, or one per row)."""
+    low, high = keys_B & MASK32, (keys_B >> 32) & MASK32
+    step_B = torch.full_like(keys_B, step & MASK32) if isinstance(step, int) else step.to(torch.int64) & MASK32
+    return _mix32(low ^ _mix32(high ^ _mix32(step_B)))
+
+
+def keyed_uniform(keys_B: torch.Tensor, step: int | torch.Tensor, vocab_size: int, token_V: torch.Tensor | None = None) -> torch.Tensor:
     """Uniform noise in (0, 1), [B, V], a pure function of (each row's key, step, token id).
+    STEP is the completion's token index: one int for the batch, or one per row ([B]).
 
     Counter-based rather than a generator's stream: a completion's draws depend on its own
     seed only, never on which other completions share its batch, so sampling a prompt's
     missing samples after a kill reproduces exactly what an uninterrupted run would have drawn.
     """
-    low, high = keys_B & MASK32, (keys_B >> 32) & MASK32
-    row_B = _mix32(low ^ _mix32(high ^ _mix32(torch.full_like(keys_B, step & MASK32))))
-    token_V = _mix32(torch.arange(vocab_size, device=keys_B.device, dtype=torch.int64) * 0x9E3779B1 & MASK32)
-    bits_BV = _mix32(row_B[:, None] ^ token_V[None, :])
+    token_V = token_hashes(vocab_size, keys_B.device) if token_V is None else token_V
+    bits_BV = _mix32(row_hashes(keys_B, step)[:, None] ^ token_V[None, :])
     return ((bits_BV >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def log_exponential_noise(keys_B: torch.Tensor, step: int | torch.Tensor, vocab_size: int, token_V: torch.Tensor | None = None) -> torch.Tensor:
+    """log(E), E = -log(keyed_uniform) ~ Exponential(1), [B, V]: one Triton kernel on CUDA where
+    Triton is installed, the torch ops elsewhere."""
+    if keys_B.is_cuda:
+        from r1cli.engines import noise_triton
+
+        if noise_triton.available():
+            token_V = token_hashes(vocab_size, keys_B.device) if token_V is None else token_V
+            return noise_triton.log_exponential(row_hashes(keys_B, step), token_V)
+    return torch.log(-torch.log(keyed_uniform(keys_B, step, vocab_size, token_V)))
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -62,8 +86,10 @@ def request_seeds(n_prompts: int, n: int, seed: int) -> list[list[int]]:
     return [[derive_seed(seed, "request", index, k) for k in range(n)] for index in range(n_prompts)]
 
 
-def sample_tokens(logits_BV: torch.Tensor, options: SamplingOptions, keys_B: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_tokens(logits_BV: torch.Tensor, options: SamplingOptions, keys_B: torch.Tensor, step: int | torch.Tensor,
+                  token_V: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A token per row, and its log-probability under the temperature-scaled distribution.
+    STEP: the completion's token index (an int, or one per row); graph-safe (no host sync).
 
     Sampling is argmax(p / E) with E ~ Exponential(1) drawn from `keyed_uniform`, which is an
     exact draw from p (the exponential race) that needs no generator state.
@@ -73,7 +99,7 @@ def sample_tokens(logits_BV: torch.Tensor, options: SamplingOptions, keys_B: tor
         return token, logits_BV.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
     scaled = logits_BV / options.temperature
     logprobs = scaled.log_softmax(-1)
-    kept = filter_logits(scaled, options.top_k, options.top_p).log_softmax(-1)
-    exponential = -torch.log(keyed_uniform(keys_B, step, logits_BV.shape[-1]))
-    token = (kept - torch.log(exponential)).argmax(-1)
+    filtered = options.top_k > 0 or options.top_p < 1.0
+    kept = filter_logits(scaled, options.top_k, options.top_p).log_softmax(-1) if filtered else logprobs  # the same values
+    token = (kept - log_exponential_noise(keys_B, step, logits_BV.shape[-1], token_V)).argmax(-1)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
