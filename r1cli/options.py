@@ -89,8 +89,9 @@ class GenerationOptions:
     top_k: Annotated[int, typer.Option(help="Sample among the K likeliest tokens; 0 = off.", min=0)] = 0
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per completion at most.", min=1)] = 1024
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, kept in the completion (repeatable).")] = None
-    engine: Annotated[str, typer.Option(help="hf (built in) | vllm (if installed).")] = "hf"
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together.", min=1)] = 32
+    engine: Annotated[str, typer.Option(help="auto (fast on a GPU, hf on a CPU) | fast (r1's CUDA-graph engine: Llama, Mistral, Qwen2, Qwen3; others fall back to hf) | hf (transformers forward) | vllm (if installed).")] = "auto"
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 32
+    engine_memory: Annotated[float, typer.Option(help="fast engine: the share of free GPU memory its KV cache may take.", min=0.01, max=0.95)] = 0.5
 
     def check(self) -> None:
         if math.isnan(self.top_p) or not 0 < self.top_p <= 1:
@@ -105,7 +106,7 @@ class RolloutOptions(GenerationOptions):
 
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.", min=0.0)] = 1.0
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1]; 1 = off.")] = 1.0
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together.", min=1)] = 64
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 64
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,110 @@ def test_distill_with_kd_on_cuda_in_bf16(tmp_path, tiny_checkpoint, monkeypatch,
     lines = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(math.isfinite(m["loss"]) and math.isfinite(m["kd_kl"]) for m in lines)
     assert lines[0]["kd_kl"] < 1e-2  # the same weights at the start: only bf16 rounding differs
+
+
+# ---------------------------------------------------------------- the fast engine with CUDA graphs
+
+
+def fast_on_cuda(family: str, dtype=torch.float32):
+    from test_fast_engine import build
+
+    from r1cli.modeling import load_tokenizer
+    from r1cli.toy.tokenizer import TOKENIZER_DIR
+
+    tokenizer = load_tokenizer(str(TOKENIZER_DIR))
+    return build(tokenizer, family).to("cuda", dtype), tokenizer
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3", "llama-rope-llama3", "mistral-window"])
+def test_fast_engine_greedy_on_cuda_graphs_equals_generate(family):
+    from test_fast_engine import PROMPTS
+
+    from r1cli.engines.base import SamplingOptions
+    from r1cli.engines.fast import FastEngine
+
+    model, tokenizer = fast_on_cuda(family)
+    engine = FastEngine(model, tokenizer, batch_size=8)
+    completions = engine.generate_ids(PROMPTS, SamplingOptions(temperature=0.0, max_new_tokens=14), n=2)
+    assert engine.graphs.use_graphs and engine.graphs.graphs
+    for prompt, (first, second) in zip(PROMPTS, completions):
+        reference = model.generate(torch.tensor([prompt], device="cuda"), do_sample=False, max_new_tokens=14, min_new_tokens=14,
+                                   pad_token_id=0, eos_token_id=None)[0, len(prompt):].tolist()
+        assert first.token_ids == second.token_ids == reference
+
+
+def test_fast_engine_on_cuda_graphs_equals_the_hf_engine_eos_stops_and_more_requests_than_slots():
+    from test_fast_engine import PROMPTS, same
+
+    from r1cli.engines.base import SamplingOptions
+    from r1cli.engines.fast import FastEngine
+    from r1cli.engines.hf import HFEngine
+
+    model, tokenizer = fast_on_cuda("qwen2")
+    model.generation_config.eos_token_id = list(range(100, 140))
+    options = SamplingOptions(temperature=1.0, top_p=0.95, max_new_tokens=40, seed=3)
+    hf = HFEngine(model, tokenizer, batch_size=32).generate_ids(PROMPTS, options, n=6)
+    for slots in (3, 32):
+        same(FastEngine(model, tokenizer, batch_size=slots).generate_ids(PROMPTS, options, n=6), hf)
+    texts = [c.text for p in hf for c in p if len(c.text) > 6]
+    stopped = SamplingOptions(temperature=1.0, max_new_tokens=40, seed=3, stop=(texts[0][3:6],))
+    same(FastEngine(model, tokenizer, batch_size=5).generate_ids(PROMPTS, stopped, n=6),
+         HFEngine(model, tokenizer).generate_ids(PROMPTS, stopped, n=6))
+
+
+def test_fast_engine_in_bf16_matches_the_forward_within_bf16_tolerance_and_repeats_itself():
+    from test_fast_engine import PROMPTS
+
+    from r1cli.engines.base import SamplingOptions
+    from r1cli.engines.fast import FastEngine
+    from r1cli.engines.fast.model import Decoder, RopeTable
+
+    model, tokenizer = fast_on_cuda("qwen2", torch.bfloat16)
+    engine = FastEngine(model, tokenizer)
+    decoder = Decoder(engine.weights, RopeTable(model, 64, torch.bfloat16, torch.device("cuda")))
+    ids = torch.tensor([PROMPTS[1]], device="cuda")
+    ours = decoder.prefill(ids, torch.tensor([ids.shape[1]], device="cuda"), lambda *a: None)[0]
+    with torch.no_grad():
+        theirs = model(ids).logits[0, -1].float()
+    assert (ours - theirs).abs().max() <= 0.02 * theirs.abs().max()
+    options = SamplingOptions(temperature=1.0, max_new_tokens=32, seed=11)
+    first = engine.generate_ids(PROMPTS, options, n=4)
+    again = FastEngine(model, tokenizer).generate_ids(PROMPTS, options, n=4)
+    assert [[c.token_ids for c in p] for p in first] == [[c.token_ids for c in p] for p in again]
+
+
+def test_fast_engine_refresh_keeps_captured_graphs_current():
+    from test_fast_engine import PROMPTS
+
+    from r1cli.engines.base import SamplingOptions
+    from r1cli.engines.fast import FastEngine
+
+    model, tokenizer = fast_on_cuda("llama")
+    engine = FastEngine(model, tokenizer, batch_size=8)
+    greedy = SamplingOptions(temperature=0.0, max_new_tokens=12)
+    before = engine.generate_ids(PROMPTS, greedy)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    ids = torch.tensor([PROMPTS[1]], device="cuda")
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    engine.refresh_weights(model)
+    after = engine.generate_ids(PROMPTS, greedy)
+    reference = [model.generate(torch.tensor([p], device="cuda"), do_sample=False, max_new_tokens=12, min_new_tokens=12,
+                                pad_token_id=0, eos_token_id=None)[0, len(p):].tolist() for p in PROMPTS]
+    assert [p[0].token_ids for p in after] == reference != [p[0].token_ids for p in before]
+
+
+def test_triton_noise_is_the_keyed_noise_bit_for_bit():
+    from r1cli.engines import noise_triton
+    from r1cli.engines.sampling import keyed_uniform, row_hashes, token_hashes
+    from r1cli.seeding import derive_seed
+
+    assert noise_triton.available()
+    keys = torch.tensor([derive_seed(1, "r", i) for i in range(7)], device="cuda")
+    steps = torch.tensor([0, 3, 7, 100, 5, 2**33, 9], device="cuda")
+    tokens = token_hashes(151_936, "cuda")
+    uniform = noise_triton.log_exponential(row_hashes(keys, steps), tokens, uniform_only=True)
+    assert torch.equal(uniform, keyed_uniform(keys, steps, 151_936, tokens))
+    noise = noise_triton.log_exponential(row_hashes(keys, steps), tokens)
+    reference = torch.log(-torch.log(keyed_uniform(keys, steps, 151_936, tokens)))
+    assert torch.allclose(noise, reference, rtol=1e-6, atol=1e-6)

@@ -90,6 +90,6 @@ def test_bad_input_is_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     assert status == 2 and "p.jsonl:2: missing field 'prompt'" in err and len(err.strip().splitlines()) == 1
     good = write_jsonl(tmp_path / "g.jsonl", PROMPTS[:1])
     for flag, value, message in (("--shard", "3/2", "need 0 <= I < N"), ("--template", "nope", "not one of: auto, chat, r1-zero, plain"),
-                                 ("--engine", "tgi", "not one of: hf, vllm")):
+                                 ("--engine", "tgi", "not one of: auto, fast, hf, vllm")):
         status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, good, tmp_path / "s.jsonl", flag, value))
         assert status == 2 and message in err, err

@@ -52,6 +52,7 @@ class EngineSettings:
     device: str = "auto"
     batch_size: int = 32
     seed: int = 0
+    memory_share: float = 0.5  # of free GPU memory, the most an engine's KV cache may take
 
 
 # name -> the engine's class; each engine module enters itself with `@engine("name")`.
@@ -92,6 +93,7 @@ def engine_class(name: str) -> type:
     return _ENGINES[name]
 
 
-def make_engine(name: str, model: str, *, dtype: str = "auto", device: str = "auto", batch_size: int = 32, seed: int = 0):
+def make_engine(name: str, model: str, *, dtype: str = "auto", device: str = "auto", batch_size: int = 32, seed: int = 0,
+                memory_share: float = 0.5):
     """(engine, tokenizer) generating from the checkpoint MODEL with engine NAME."""
-    return engine_class(name).load(model, EngineSettings(dtype, device, batch_size, seed))
+    return engine_class(name).load(model, EngineSettings(dtype, device, batch_size, seed, memory_share))

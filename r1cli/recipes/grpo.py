@@ -43,7 +43,8 @@ from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, resume, training_identity
 
-RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "generation_batch_size")
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "generation_batch_size",
+                     "engine_memory")
 STATUS_KEYS = ("reward", "accuracy", "format", "kl", "completion_length", "seconds")
 REFERENCE_STATE = "reference"  # state/reference.safetensors: a reference refreshed from the policy
 
@@ -221,7 +222,8 @@ def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetu
 
 def make_rollout_engine(config: GRPOConfig, policy: Policy, tokenizer):
     """The engine that samples the rollouts (given the policy's weights where it keeps its own copy)."""
-    settings = EngineSettings(config.compute.dtype, config.compute.device, config.rollout.generation_batch_size, config.run.seed)
+    settings = EngineSettings(config.compute.dtype, config.compute.device, config.rollout.generation_batch_size, config.run.seed,
+                              config.rollout.engine_memory)
     return engine_class(config.rollout.engine).for_policy(policy.network, tokenizer, config.model, settings)
 
 

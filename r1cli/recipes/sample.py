@@ -61,7 +61,7 @@ class SampleJob:
 
     def shaping_options(self) -> dict:
         """The options that decide what the samples are (not where they go or how fast)."""
-        generation = {k: v for k, v in asdict(self.generation).items() if k != "generation_batch_size"}
+        generation = {k: v for k, v in asdict(self.generation).items() if k not in ("generation_batch_size", "engine_memory")}
         return {**generation, "stop": list(self.generation.stop or ()), **asdict(self.prompt), "dtype": self.compute.dtype,
                 "shard": self.shard, "seed": self.seed}
 
@@ -175,10 +175,11 @@ def _written_pairs(partial: Path, n: int) -> set[tuple[str, int]]:
 def _generate(job: SampleJob, pending: list[tuple[Record, list[int]]], sink) -> None:
     """Generate the MISSING samples of each prompt, a batch of prompts at a time, into SINK."""
     engine, tokenizer = make_engine(job.generation.engine, job.model, dtype=job.compute.dtype, device=job.compute.device,
-                                    batch_size=job.generation.generation_batch_size, seed=job.seed)
+                                    batch_size=job.generation.generation_batch_size, seed=job.seed, memory_share=job.generation.engine_memory)
     prompt_ids = [tokenizer(format_prompt(record["prompt"], tokenizer, job.prompt.template, job.prompt.system),
                             add_special_tokens=False)["input_ids"] for record, _ in pending]
-    prompts_per_batch = max(1, job.generation.generation_batch_size // job.n)
+    # An engine that refills its slots from a queue (continuous batching) is handed several batches at once.
+    prompts_per_batch = max(1, job.generation.generation_batch_size * getattr(engine, "batches_per_call", 1) // job.n)
     tokens, started = 0, time.time()
     log(f"sample: {len(pending)} prompts x up to {job.n} samples ({sum(len(m) for _, m in pending)} completions) with {job.generation.engine}")
     with progress_bar() as bar:
