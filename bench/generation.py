@@ -1,78 +1,140 @@
-"""Side by side: r1's built-in generation engine against transformers' `model.generate`.
+"""Side by side: r1's engines (fast, hf) against transformers' `model.generate`.
 
-Same randomly initialised model, same prompts, the same number of sequences and new tokens
-(end of sequence disabled in both, so every sequence runs to the limit). Prints seconds,
-tokens/s and the ratio. Run on a GPU:
+Same randomly initialised model, same prompts, the same number of sequences and new tokens. By
+default end of sequence is off on every side, so every sequence runs to the limit; with
+`--eos-ids K` the K ids after the toy vocabulary's own end every sequence (a random model then
+stops at varied lengths: the ragged case), on every side alike. Prints seconds, tokens/s, peak
+memory and the ratios to the first side. Run on a GPU:
 
-    python bench/generation.py --config bench/qwen2.5-0.5b-shape.json --sequences 64 --new-tokens 256
+    python bench/generation.py --config bench/qwen2.5-0.5b-shape.json --sequences 64 256 512 --new-tokens 256
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from r1cli.data.templates import format_prompt
 from r1cli.engines.base import SamplingOptions
+from r1cli.engines.fast import FastEngine
 from r1cli.engines.hf import HFEngine
-from r1cli.modeling import load_model, resolve_device, resolve_dtype
+from r1cli.modeling import _init_config
 from r1cli.toy.world import make_world
 
 
-def timed(function) -> float:
+def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def timed(function) -> tuple[float, int]:
+    """Seconds for FUNCTION, and the tokens it generated."""
+    synchronize()
     started = time.perf_counter()
-    function()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
+    tokens = function()
+    synchronize()
+    return time.perf_counter() - started, tokens
+
+
+def build(config_path: str, device: torch.device, dtype: torch.dtype):
+    """The random model, initialised directly on the device (a 7B model initialises in seconds)."""
+    from transformers import AutoModelForCausalLM
+
+    config, tokenizer = _init_config(Path(config_path))
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval(), tokenizer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="bench/qwen2.5-0.5b-shape.json")
-    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--sequences", type=int, nargs="+", default=[64])
     parser.add_argument("--per-prompt", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sides", nargs="+", default=["generate", "hf", "fast"], choices=["generate", "hf", "fast"])
+    parser.add_argument("--eos-ids", type=int, default=0, help="ids that end a sequence (0: end of sequence off)")
+    parser.add_argument("--json", help="append each result as a JSON line to this file")
     args = parser.parse_args()
 
-    device = resolve_device("auto")
-    dtype = resolve_dtype("auto", device)
-    model, tokenizer = load_model(args.config, dtype=dtype, seed=0)
-    model = model.to(device).eval()
-    prompts = [format_prompt(r["prompt"], tokenizer, "chat") for r in make_world(0)["eval"][: args.sequences // args.per_prompt]]
-    total_tokens = len(prompts) * args.per_prompt * args.new_tokens
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, tokenizer = build(args.config, device, dtype)
+    parameters = sum(p.numel() for p in model.parameters())
+    eos = list(range(len(tokenizer), len(tokenizer) + args.eos_ids))  # ids past the toy vocabulary: random logits
+    model.generation_config.eos_token_id = eos or None
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"device {device_name}, torch {torch.__version__}, {Path(args.config).name} ({parameters / 1e6:.0f}M parameters), {dtype}, "
+          f"{args.new_tokens} new tokens, end of sequence {'on: ' + str(len(eos)) + ' ids' if eos else 'off'}")
+    world = make_world(0)["eval"]
 
-    engine = HFEngine(model, tokenizer, batch_size=args.sequences)
-    engine.eos = set()
+    for sequences in args.sequences:
+        measure(sequences, args, model, tokenizer, eos, world, device, device_name)
+
+
+def measure(sequences: int, args, model, tokenizer, eos: list[int], world: list[dict], device: torch.device, device_name: str) -> None:
+    """Every side at SEQUENCES sequences: a warm-up call, then the median of --repeats calls."""
+    prompts = [format_prompt(world[i % len(world)]["prompt"], tokenizer, "chat") for i in range(sequences // args.per_prompt)]
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     options = SamplingOptions(temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens, seed=0)
+    sides = {}
+    if "generate" in args.sides:
+        tokenizer.padding_side = "left"
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        minimum = {} if eos else {"min_new_tokens": args.new_tokens}
 
-    tokenizer.padding_side = "left"
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        def reference():
+            with torch.no_grad():
+                output = model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                        num_return_sequences=args.per_prompt, max_new_tokens=args.new_tokens,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos or None, **minimum)
+            new = output[:, inputs["input_ids"].shape[1]:]
+            if not eos:
+                return new.numel()
+            finished = torch.isin(new, torch.tensor(eos, device=device))
+            # tokens up to and including each sequence's first end-of-sequence id
+            return int(torch.where(finished.any(-1), finished.int().argmax(-1) + 1, new.shape[1]).sum())
 
-    def reference():
-        with torch.no_grad():
-            model.generate(**inputs, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, num_return_sequences=args.per_prompt,
-                           max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=tokenizer.pad_token_id)
-
-    def ours():
-        engine.generate(prompts, options, n=args.per_prompt)
+        sides["transformers generate"] = reference
+    if "hf" in args.sides:
+        hf = HFEngine(model, tokenizer, batch_size=sequences)
+        hf.eos = set(eos)
+        sides["r1 hf"] = lambda: sum(len(c.token_ids) for p in hf.generate_ids(encoded, options, n=args.per_prompt) for c in p)
+    engines = []
+    if "fast" in args.sides:
+        engine = FastEngine(model, tokenizer, batch_size=sequences, memory_share=0.9, eos=set(eos))
+        engines.append(engine)
+        sides["r1 fast"] = lambda e=engine: sum(len(c.token_ids) for p in e.generate_ids(encoded, options, n=args.per_prompt) for c in p)
 
     results = {}
-    for name, function in (("transformers generate", reference), ("r1 HFEngine", ours)):
-        function()  # warm-up
-        seconds = [timed(function) for _ in range(args.repeats)]
-        results[name] = statistics.median(seconds)
-        print(f"{name:24s} median {results[name]:7.2f} s  ({total_tokens / results[name]:8.0f} tokens/s)  runs {[round(s, 2) for s in seconds]}")
-    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"device {device_name}, torch {torch.__version__}, {len(prompts)} prompts x {args.per_prompt} = "
-          f"{len(prompts) * args.per_prompt} sequences x {args.new_tokens} new tokens, {dtype}")
-    print(f"ratio (transformers / r1): {results['transformers generate'] / results['r1 HFEngine']:.2f}x")
+    for name, function in sides.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        warm_seconds, _ = timed(function)  # warm-up (the fast engine captures its graphs here)
+        runs = [timed(function) for _ in range(args.repeats)]
+        seconds = statistics.median(s for s, _ in runs)
+        tokens = runs[0][1]
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+        results[name] = seconds
+        print(f"{sequences:4d} seqs  {name:22s} median {seconds:7.3f} s  {tokens / seconds:9.0f} tokens/s  {tokens:7d} tokens  "
+              f"peak {peak:5.1f} GiB  first call {warm_seconds:.2f} s  runs {[round(s, 3) for s, _ in runs]}")
+        if args.json:
+            with open(args.json, "a") as handle:
+                handle.write(json.dumps({"config": args.config, "sequences": sequences, "side": name, "seconds": seconds,
+                                         "tokens": tokens, "tokens_per_s": tokens / seconds, "peak_gib": peak,
+                                         "first_call_s": warm_seconds, "eos_ids": len(eos), "device": device_name}) + "\n")
+    for engine in engines:
+        engine.close()
+    first = next(iter(results))
+    print("  ratios: " + ", ".join(f"{name} {results[first] / s:.2f}x" for name, s in results.items() if name != first)
+          + f" (against {first})")
 
 
 if __name__ == "__main__":
