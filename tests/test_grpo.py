@@ -166,3 +166,23 @@ def test_completions_no_reward_applies_to_get_no_advantage_and_are_counted(tmp_p
             mean = sum(valid) / len(valid)
             std = (sum((r - mean) ** 2 for r in valid) / (len(valid) - 1)) ** 0.5
             assert got == pytest.approx([0.0 if r is None else (r - mean) / (std + 1e-4) for r in group], abs=1e-5)
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_the_fast_engine_trains_as_the_hf_engine_and_its_copy_never_goes_stale(tmp_path, tiny_checkpoint, prompts, varied, monkeypatch,
+                                                                                 lora_r):
+    """On the CPU in fp32 both engines sample the same rollouts, so the runs match; the engine's
+    log-probs match the policy's before every update (a copy left stale would not)."""
+    runs = {}
+    for engine in ("hf", "fast"):
+        grpo(str(tiny_checkpoint), prompts, tmp_path / engine, [varied], steps=3, engine=engine, lora_r=lora_r, **FAST)
+        runs[engine] = metrics(tmp_path / engine)
+    for hf_line, fast_line in zip(runs["hf"], runs["fast"]):
+        assert fast_line["reward"] == hf_line["reward"] and fast_line["completion_length"] == hf_line["completion_length"]
+        assert fast_line["loss"] == pytest.approx(hf_line["loss"], rel=1e-4, abs=1e-6)
+        assert fast_line["engine_logprob_gap"] < 1e-4 and hf_line["engine_logprob_gap"] < 1e-4
+    from r1cli.engines.fast import FastEngine
+
+    monkeypatch.setattr(FastEngine, "refresh_weights", lambda self, model: None)  # what a forgotten refresh would do
+    grpo(str(tiny_checkpoint), prompts, tmp_path / "stale", [varied], steps=3, engine="fast", lora_r=lora_r, **FAST)
+    assert max(line["engine_logprob_gap"] for line in metrics(tmp_path / "stale")[1:]) > 1e-3

@@ -70,6 +70,9 @@ class UpdateStats:
     clipped_low: float
     clipped_high: float
     kl: float | None  # None without a KL term
+    # Mean |log-prob under the policy - log-prob the engine sampled with| before the update: ~0 when
+    # the engine generates with the policy's own weights, small in bf16, large if its copy is stale.
+    engine_logprob_gap: float | None = None
 
     def as_metrics(self) -> dict:
         return {name: value for name, value in vars(self).items() if value is not None}
@@ -83,7 +86,10 @@ def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.T
     order_rng = random.Random(settings.order_seed)
     on_policy = settings.iterations == 1 and settings.minibatches == 1
     old_logprobs = None if on_policy else old_policy_logprobs(policy, rollouts, settings.temperature)
-    totals: dict[str, list[float]] = {"kl": [], "clipped_low": [], "clipped_high": [], "entropy": [], "loss": [], "grad_norm": []}
+    totals: dict[str, list[float]] = {"kl": [], "clipped_low": [], "clipped_high": [], "entropy": [], "loss": [], "grad_norm": [],
+                                      "engine_logprob_gap": []}
+    if old_logprobs is not None:
+        totals["engine_logprob_gap"] += engine_gaps(rollouts, old_logprobs)
     trainable = [p for p in policy.network.parameters() if p.requires_grad]
     step_tokens = sum(len(r.completion_ids) for r in rollouts if not (settings.mask_truncated and r.truncated))
     for _ in range(settings.iterations):
@@ -101,6 +107,8 @@ def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.T
                 with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
                     logprobs_BT, entropy_BT = completion_logprobs(policy.network, batch, settings.temperature, with_entropy=True)
                     ref_logprobs_BT = reference_logprobs(policy, batch, settings.temperature) if settings.beta > 0 else None
+                if old_logprobs is None:  # on policy: this forward is the pre-update policy
+                    totals["engine_logprob_gap"] += engine_gaps([rollouts[i] for i in micro], list(logprobs_BT.detach()))
                 old_BT = logprobs_BT.detach() if old_logprobs is None else padded([old_logprobs[i] for i in micro], logprobs_BT.shape[1])
                 per_token_BT, parts = per_token_objective(logprobs_BT, old_BT, advantages_B[micro].to(policy.device),
                                                           settings.epsilon_low, settings.epsilon_high, ref_logprobs_BT, settings.beta)
@@ -120,7 +128,18 @@ def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.T
             totals["loss"].append(update_loss)
             totals["grad_norm"].append(float(grad_norm))
     means = {name: sum(values) / len(values) if values else None for name, values in totals.items()}
-    return UpdateStats(means["loss"], means["grad_norm"], means["entropy"], means["clipped_low"], means["clipped_high"], means["kl"])
+    return UpdateStats(means["loss"], means["grad_norm"], means["entropy"], means["clipped_low"], means["clipped_high"], means["kl"],
+                       means["engine_logprob_gap"])
+
+
+def engine_gaps(rollouts: list[Rollout], policy_logprobs: list[torch.Tensor]) -> list[float]:
+    """|policy - engine| log-prob of every completion token the engine reported one for."""
+    gaps: list[float] = []
+    for rollout, row in zip(rollouts, policy_logprobs):
+        if rollout.engine_logprobs:
+            engine = torch.tensor(rollout.engine_logprobs, device=row.device)
+            gaps += (row[: len(engine)].float() - engine).abs().tolist()
+    return gaps
 
 
 def collate_rollouts(rollouts: list[Rollout], pad_id: int, device, mask_truncated: bool) -> RolloutTensors:

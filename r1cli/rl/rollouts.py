@@ -8,7 +8,7 @@ refill of skipped groups draws fresh seeds rather than the next step's.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,7 @@ class Rollout:
     truncated: bool  # cut at --max-new-tokens
     scores: dict[str, float | None]  # each reward's score
     sample: dict  # the sample record (prompt fields, completion, reasoning, response)
+    engine_logprobs: list[float] = field(default_factory=list)  # each token's log-prob as the engine sampled it
 
 
 @dataclass
@@ -107,7 +108,7 @@ def collect_groups(engine: Engine, scorer: Scorer, prompts: PromptSet, stream: P
         for g, (index, completions) in enumerate(zip(chosen, generated)):
             members = range(g * num_generations, (g + 1) * num_generations)
             rollouts = [Rollout(prompts.prompt_ids[index], completion.token_ids, scorer.total_if_scored(scores[m]),
-                                completion.finish_reason == "length", scores[m], samples[m])
+                                completion.finish_reason == "length", scores[m], samples[m], completion.logprobs)
                         for m, completion in zip(members, completions)]
             scored = [r.reward for r in rollouts if r.reward is not None]
             if skip_uniform_groups and (len(scored) < 2 or max(scored) == min(scored)):
