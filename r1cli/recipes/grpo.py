@@ -150,14 +150,13 @@ def run_grpo(config: GRPOConfig) -> None:
                 trained = time.time()
                 advantages_B = batch.advantages(config.num_generations, config.scale_rewards)
                 stats = update_policy(policy, batch.rollouts, advantages_B, config.update_settings(step))
-                engine.refresh_weights(policy.network)
-                if policy.reference is not None and config.ref_update_every and (step + 1) % config.ref_update_every == 0:
-                    policy.reference.load_state_dict(policy.network.state_dict())
+                refresh_seconds = refresh(engine, policy, config, step)
                 train_seconds = time.time() - trained
                 # 3. The metrics line, a few logged samples, and every --save-every steps a checkpoint
                 #    (the line first: a run resumed from the checkpoint must not lack it).
                 done = step + 1
-                line = {"step": done, **step_metrics(batch, stats, specs, train_seconds), "seconds": round(time.time() - began, 2)}
+                line = {"step": done, **step_metrics(batch, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
+                        "seconds": round(time.time() - began, 2)}
                 if config.log_samples_every and done % config.log_samples_every == 0:
                     log_samples(out / "samples.jsonl", done, batch)
                 metrics_log.write(line)
@@ -171,6 +170,17 @@ def run_grpo(config: GRPOConfig) -> None:
         final = {**line, "wall_seconds": round(time.time() - started, 1)}
         writer.finish(config.steps, policy.network, setup.tokenizer, final, merge=config.lora.merge)
         log(f"wrote {out} (step {config.steps}: {format_status(final, ('reward', 'accuracy', 'format', 'wall_seconds'))})")
+
+
+def refresh(engine, policy: Policy, config: GRPOConfig, step: int) -> float:
+    """Hand the updated weights to the engine (its copy, if it keeps one, is current for the next
+    step's rollouts) and, every --ref-update-every steps, to the reference. Returns the engine's seconds."""
+    started = time.time()
+    engine.refresh_weights(policy.network)
+    seconds = time.time() - started
+    if policy.reference is not None and config.ref_update_every and (step + 1) % config.ref_update_every == 0:
+        policy.reference.load_state_dict(policy.network.state_dict())
+    return seconds
 
 
 def load_prompts(config: GRPOConfig) -> list:
