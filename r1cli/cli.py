@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from r1cli import __version__
+from r1cli import __version__, config_files
 from r1cli.commands import distill, filter, grpo, mix, plot, sample, sft, summary, toy
 from r1cli.commands import eval as evaluate
 from r1cli.console import console
@@ -61,7 +61,8 @@ def main() -> None:
     """Run the CLI: exit 0 on success; one `error:` line and exit 2 for bad input (a bad option
     included), a full disk or an unwritable path; 130 when interrupted."""
     try:
-        result = app(standalone_mode=False)
+        args = config_files.expand(sys.argv[1:], typer.main.get_command(app))
+        result = app(args=args, standalone_mode=False)
     except click_errors.NoArgsIsHelpError as shown:
         shown.show()  # `r1` or `r1 toy` alone: the help
         sys.exit(0)

@@ -170,6 +170,11 @@ def command(function):
         for option in dataclasses.fields(group):
             parameters.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
                                                 annotation=group_hints[option.name]))
+    # --config FILE: read before parsing (r1cli/config_files.py); declared here so every command's help shows it.
+    from r1cli.config_files import HELP
+
+    parameters.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[str | None, typer.Option("--config", help=HELP)]))
     names = [p.name for p in parameters]
     if len(set(names)) < len(names):
         raise TypeError(f"{function.__name__}: an option is declared twice ({sorted(n for n in names if names.count(n) > 1)})")
@@ -181,6 +186,7 @@ def command(function):
         bound = signature.bind(*args, **kwargs)  # Python callers (tests, pipelines) pass options by name too
         bound.apply_defaults()
         values = dict(bound.arguments)
+        values.pop("config")  # already expanded into the other options
         for name, group in groups.items():
             values[name] = group(**{option.name: values.pop(option.name) for option in dataclasses.fields(group)})
         return function(**values)

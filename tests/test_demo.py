@@ -1,4 +1,4 @@
-"""`make demo` end to end (about 13 minutes on 2 cores): what its summary must show."""
+"""`make demo` end to end (about 17 minutes on 2 cores): what its summary must show."""
 
 import json
 import subprocess

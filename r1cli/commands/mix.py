@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from r1cli.options import Seed
+from r1cli.options import Seed, command
 from r1cli.recipes.mix import MixJob, run_mix
 
 
+@command
 def mix(
     inputs: Annotated[list[str], typer.Argument(help="Training-record (or prompt-record) files as PATH[:WEIGHT] (WEIGHT a share, default 1); '-' reads stdin.")],
     out: Annotated[str, typer.Option("--out", help="Output JSONL; '-' for stdout.")],

@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from r1cli.options import command
 from r1cli.report.plot import PlotJob, draw_curves
 
 
+@command
 def plot(
     metrics: Annotated[list[Path], typer.Argument(help="metrics.jsonl files (of r1 grpo or r1 sft runs), one curve each.")],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],

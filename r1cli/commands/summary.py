@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from r1cli.options import command
 from r1cli.report.summary import SummaryJob, write_summary
 
 
+@command
 def summary(
     reports: Annotated[list[str], typer.Argument(help="NAME=REPORT.json (from `r1 eval --out`), one row each, in order.")],
     out: Annotated[Path, typer.Option("--out", help="Summary JSON: {wall_seconds, checkpoints: {NAME: overall block}}.")],

@@ -1,0 +1,80 @@
+"""`--config FILE`: options from YAML or JSON, the command line over them, a run's r1.json replays it."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli, write_jsonl
+
+PROMPTS = [{"prompt": f"{n} plus 1?", "answer": str(n + 1)} for n in range(6)]
+SMALL = {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 6, "device": "cpu", "save_every": 0,
+         "log_samples_every": 0, "reward": ["format", "repetition"]}
+
+
+def options_of(run) -> dict:
+    return json.loads((run / "r1.json").read_text())["options"]
+
+
+def metrics_of(run) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k and "per_s" not in k}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_json_and_yaml_files_set_options_and_the_command_line_wins(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    (tmp_path / "a.json").write_text(json.dumps({**SMALL, "lr": 0.002, "max-prompt-length": 64}))
+    status, _, err = run_cli(monkeypatch, capsys, "grpo", str(tiny_checkpoint), str(prompts), "--out", str(tmp_path / "a"),
+                             "--config", str(tmp_path / "a.json"), "--lr", "0.003")
+    assert status == 0, err
+    options = options_of(tmp_path / "a")
+    assert options["lr"] == 0.003 and options["max_prompt_length"] == 64 and options["steps"] == 2
+    assert options["reward"] == ["format", "repetition"]
+    # YAML, the arguments in the file too; a list given on the command line replaces the file's.
+    (tmp_path / "b.yaml").write_text(f"model: {tiny_checkpoint}\nprompts: {prompts}\nout: {tmp_path / 'b'}\n"
+                                     + "".join(f"{k}: {json.dumps(v)}\n" for k, v in SMALL.items()) + "mask_truncated: true\n")
+    status, _, err = run_cli(monkeypatch, capsys, "grpo", "--config", str(tmp_path / "b.yaml"), "--reward", "format")
+    assert status == 0, err
+    options = options_of(tmp_path / "b")
+    assert options["reward"] == ["format"] and options["mask_truncated"] is True and options["model"] == str(tiny_checkpoint)
+
+
+def test_a_runs_r1_json_replays_the_run(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    (tmp_path / "c.json").write_text(json.dumps({**SMALL, "lr": 0.01}))
+    assert run_cli(monkeypatch, capsys, "grpo", str(tiny_checkpoint), str(prompts), "--out", str(tmp_path / "first"),
+                   "--config", str(tmp_path / "c.json"))[0] == 0
+    status, _, err = run_cli(monkeypatch, capsys, "grpo", "--config", str(tmp_path / "first" / "r1.json"), "--out", str(tmp_path / "again"))
+    assert status == 0, err
+    first, again = options_of(tmp_path / "first"), options_of(tmp_path / "again")
+    assert {k: v for k, v in first.items() if k != "out"} == {k: v for k, v in again.items() if k != "out"}
+    assert metrics_of(tmp_path / "first") == metrics_of(tmp_path / "again")
+
+
+def test_bad_config_files_are_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    cases = {
+        "unknown.json": (json.dumps({"learning_rate": 1}), "'learning_rate' is not an option of `r1 grpo`"),
+        "broken.json": ("{", "not valid JSON"),
+        "broken.yaml": ("a: [", "not valid YAML"),
+        "list.json": ("[1, 2]", "expected a mapping"),
+        "flag.json": (json.dumps({"mask_truncated": "yes"}), "'mask_truncated' must be true or false"),
+        "range.json": (json.dumps({"steps": 0}), "--steps"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        status, _, err = run_cli(monkeypatch, capsys, "grpo", str(tiny_checkpoint), str(prompts), "--out", str(tmp_path / "x"),
+                                 "--reward", "format", "--config", str(tmp_path / name))
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
+    status, _, err = run_cli(monkeypatch, capsys, "sft", "--config", str(tmp_path / "missing.json"))
+    assert status == 2 and "no such file" in err
+    lineage = tmp_path / "r1.json"
+    lineage.write_text(json.dumps({"command": "sft", "options": {"lr": 1e-3}}))
+    status, _, err = run_cli(monkeypatch, capsys, "grpo", "--config", str(lineage))
+    assert status == 2 and "a run of `r1 sft`, not of `r1 grpo`" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_stage_command_takes_config(monkeypatch, capsys):
+    for name in ("sft", "grpo", "sample", "filter", "mix", "distill", "eval", "plot", "summary"):
+        status, out, _ = run_cli(monkeypatch, capsys, name, "--help")
+        assert status == 0 and "--config" in out, name
