@@ -94,6 +94,8 @@ def expand(argv: list[str], group) -> list[str]:
             flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
             if flag:
                 options.append(flag)
+        elif getattr(param, "nargs", 1) > 1:  # one option of several values (--adam-betas 0.9 0.95)
+            options += [param.opts[0], *map(str, value)]
         elif isinstance(value, list):
             for item in value:
                 options += [param.opts[0], str(item)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from rich.console import Console
 from rich.markup import escape
@@ -32,7 +34,11 @@ def error(message: str) -> None:
     console.print(f"[bold red]error:[/bold red] {escape(message)}")
 
 
-def progress_bar() -> Progress:
+def progress_bar():
+    """A live bar on a terminal; elsewhere (make, nohup, CI, a cluster job's log) a plain line every
+    R1_PROGRESS_SECONDS (30) seconds and one at the end, where a live bar would show nothing until then."""
+    if not console.is_terminal:
+        return PlainProgress(float(os.environ.get("R1_PROGRESS_SECONDS", "30")))
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(bar_width=24),
@@ -44,6 +50,54 @@ def progress_bar() -> Progress:
         console=console,
         transient=False,
     )
+
+
+class PlainProgress:
+    """The part of rich's Progress the recipes use, as plain log lines:
+    `grpo 12/150 (8%)  elapsed 0:01:02  eta 0:11:30  reward 0.41 ...`."""
+
+    def __init__(self, every_seconds: float):
+        self.every = every_seconds
+        self.tasks: list[dict] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        for task in self.tasks:
+            self._line(task)
+
+    def add_task(self, description: str, total: int, completed: int = 0, status: str = "") -> int:
+        now = time.monotonic()
+        self.tasks.append({"description": description, "total": total, "completed": completed, "status": status,
+                           "started": now, "first": completed, "printed": now})
+        return len(self.tasks) - 1
+
+    def update(self, task_id: int, completed: int | None = None, advance: int | None = None, status: str | None = None) -> None:
+        task = self.tasks[task_id]
+        if completed is not None:
+            task["completed"] = completed
+        if advance is not None:
+            task["completed"] += advance
+        if status is not None:
+            task["status"] = status
+        now = time.monotonic()
+        if now - task["printed"] >= self.every and task["completed"] < task["total"]:
+            task["printed"] = now
+            self._line(task)
+
+    def _line(self, task: dict) -> None:
+        elapsed = time.monotonic() - task["started"]
+        done, total = task["completed"], task["total"]
+        rate = (done - task["first"]) / elapsed if elapsed > 0 else 0.0
+        eta = _clock((total - done) / rate) if rate > 0 else "?"
+        share = f" ({100 * done / total:.0f}%)" if total else ""
+        log(f"{task['description']} {done}/{total}{share}  elapsed {_clock(elapsed)}  eta {eta}  {task['status']}".rstrip())
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def format_status(metrics: dict, keys: tuple[str, ...]) -> str:

@@ -51,7 +51,10 @@ class OptimizerOptions:
     min_lr_ratio: Annotated[float, typer.Option(help="Final LR as a fraction of the peak (cosine, linear).", min=0.0, max=1.0)] = 0.1
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", min=0.0)] = 0.0
     max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = no clipping.", min=0.0)] = 1.0
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step (memory only: the update is the same).", min=1)] = 1
+    adam_betas: Annotated[tuple[float, float], typer.Option(help="AdamW's beta1 beta2 (two numbers).")] = (0.9, 0.95)
+    adam_epsilon: Annotated[float, typer.Option(help="AdamW's epsilon.", min=0.0)] = 1e-8
+    grad_accum: Annotated[int, typer.Option("--grad-accum", "--gradient-accumulation-steps",
+                                            help="Micro-batches per optimizer step (memory only: the update is the same). Alias: TRL's name.", min=1)] = 1
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass to save memory.")] = False
 
 
@@ -87,7 +90,7 @@ class GenerationOptions:
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.", min=0.0)] = 0.6
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1]; 1 = off.")] = 0.95
     top_k: Annotated[int, typer.Option(help="Sample among the K likeliest tokens; 0 = off.", min=0)] = 0
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per completion at most.", min=1)] = 1024
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "--max-completion-length", help="Tokens per completion at most. Alias: TRL's name.", min=1)] = 1024
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, kept in the completion (repeatable).")] = None
     engine: Annotated[str, typer.Option(help="auto (fast on a GPU, hf on a CPU) | fast (r1's CUDA-graph engine: Llama, Mistral, Qwen2, Qwen3; others fall back to hf) | hf (transformers forward) | vllm (if installed).")] = "auto"
     generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 32

@@ -78,3 +78,48 @@ def test_every_stage_command_takes_config(monkeypatch, capsys):
     for name in ("sft", "grpo", "sample", "filter", "mix", "distill", "eval", "plot", "summary"):
         status, out, _ = run_cli(monkeypatch, capsys, name, "--help")
         assert status == 0 and "--config" in out, name
+
+
+def test_trl_spellings_are_aliases_of_the_same_options(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    common = [str(tiny_checkpoint), str(prompts), "--reward", "format", "--steps", "1", "--prompts-per-step", "2", "--num-generations", "2",
+              "--device", "cpu", "--save-every", "0", "--log-samples-every", "0"]
+    assert run_cli(monkeypatch, capsys, "grpo", *common, "--out", str(tmp_path / "ours"), "--max-new-tokens", "5", "--loss", "dapo",
+                   "--grad-accum", "2")[0] == 0
+    assert run_cli(monkeypatch, capsys, "grpo", *common, "--out", str(tmp_path / "trl"), "--max-completion-length", "5",
+                   "--loss-type", "dapo", "--gradient-accumulation-steps", "2")[0] == 0
+    ours, trl = options_of(tmp_path / "ours"), options_of(tmp_path / "trl")
+    assert {k: v for k, v in ours.items() if k != "out"} == {k: v for k, v in trl.items() if k != "out"}
+    assert trl["max_new_tokens"] == 5 and trl["loss"] == "dapo" and trl["grad_accum"] == 2
+    assert metrics_of(tmp_path / "ours") == metrics_of(tmp_path / "trl")
+    status, out, _ = run_cli(monkeypatch, capsys, "sft", "--help")
+    assert "--per-device-train-batch-size" in out and out.count("--gradient-accumulation-steps") == 1
+
+
+def test_adam_betas_and_epsilon_reach_the_optimizer(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    import torch
+
+    from r1cli.train import optim
+
+    made = []
+    real = optim.make_optimizer
+    monkeypatch.setattr("r1cli.recipes.sft.make_optimizer", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "1+1?", "completion": "2"}] * 4)
+    status, _, err = run_cli(monkeypatch, capsys, "sft", str(tiny_checkpoint), str(data), "--out", str(tmp_path / "s"), "--max-steps", "1",
+                             "--batch-size", "2", "--device", "cpu", "--adam-betas", "0.8", "0.99", "--adam-epsilon", "1e-6")
+    assert status == 0, err
+    group = made[0].param_groups[0]
+    assert group["betas"] == (0.8, 0.99) and group["eps"] == 1e-6 and isinstance(made[0], torch.optim.AdamW)
+    assert options_of(tmp_path / "s")["adam_betas"] == [0.8, 0.99]
+    status, _, err = run_cli(monkeypatch, capsys, "sft", str(tiny_checkpoint), str(data), "--out", str(tmp_path / "t"), "--max-steps", "1",
+                             "--device", "cpu", "--adam-betas", "1.5", "0.9")
+    assert status == 2 and "--adam-betas 1.5 0.9: each must be in [0, 1)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_bad_adam_betas_in_grpo_leave_nothing(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    status, _, err = run_cli(monkeypatch, capsys, "grpo", str(tiny_checkpoint), str(prompts), "--out", str(tmp_path / "g"), "--reward", "format",
+                             "--prompts-per-step", "2", "--device", "cpu", "--adam-betas", "0.9", "1")
+    assert status == 2 and "--adam-betas 0.9 1.0: each must be in [0, 1)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()

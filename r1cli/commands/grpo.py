@@ -36,7 +36,7 @@ def grpo(
     prompts_per_step: Annotated[int, typer.Option(help="Prompts (groups) per step (P).", min=1)] = 16,
     num_generations: Annotated[int, typer.Option(help="Completions per prompt (G).", min=2)] = 8,
     max_prompt_length: Annotated[int, typer.Option(help="Prompt tokens at most (longer prompts keep their end).", min=1)] = 1024,
-    loss: Annotated[str, typer.Option(help="grpo (per-completion token mean, DeepSeekMath) | dapo (token sum / the step's tokens; with --minibatches M each update divides by the step's tokens / M, as TRL does) | dr_grpo (sum / (completions x max tokens)).")] = "grpo",
+    loss: Annotated[str, typer.Option("--loss", "--loss-type", help="Alias --loss-type (TRL's name). grpo (per-completion token mean, DeepSeekMath) | dapo (token sum / the step's tokens; with --minibatches M each update divides by the step's tokens / M, as TRL does) | dr_grpo (sum / (completions x max tokens)).")] = "grpo",
     scale_rewards: Annotated[str, typer.Option(help="Advantage scaling: group (std of the group) | batch | none (Dr. GRPO).")] = "group",
     epsilon: Annotated[float, typer.Option(help="Clip range below (and above unless --epsilon-high).")] = 0.2,
     epsilon_high: Annotated[float | None, typer.Option(help="Clip range above (DAPO clip-higher). [default: --epsilon]")] = None,

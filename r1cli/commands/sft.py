@@ -21,7 +21,7 @@ def sft(
     run: RunOptions,
     epochs: Annotated[float, typer.Option(help="Passes over the data (fractions allowed).", min=0.0)] = 1.0,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps; overrides --epochs. [default: from --epochs]", min=1)] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per training micro-batch.", min=1)] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size", help="Rows per training micro-batch. Alias: TRL's name.", min=1)] = 8,
     max_length: Annotated[int, typer.Option(help="Tokens per training example (longer ones are truncated and counted) and per packed row.", min=2)] = 2048,
     packing: Annotated[bool, typer.Option(help="Pack several examples per row, with no attention across them.")] = False,
     template: Annotated[str, typer.Option(help="auto (chat when the tokenizer has a chat template, else plain) | chat | r1-zero (the R1 paper's template for base models) | plain (the prompt as it is).")] = "auto",

@@ -214,7 +214,7 @@ def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetu
     if config.beta > 0 and not config.lora.lora_r:
         reference = load_model(config.model, dtype=dtype)[0].to(device).eval().requires_grad_(False)
     updates = config.steps * config.iterations * config.minibatches
-    optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay)
+    optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay, config.optim.adam_betas, config.optim.adam_epsilon)
     scheduler = make_scheduler(optimizer, schedule=config.optim.schedule, warmup=warmup_steps(config.optim.warmup, updates),
                                total_steps=updates, min_lr_ratio=config.optim.min_lr_ratio)
     stream = PromptStream(n_prompts, config.run.seed)

@@ -163,7 +163,7 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
     total_steps = plan.total_steps(config.epochs, config.max_steps)
     network = prepare_for_training(network, config.model, config.lora, config.optim.gradient_checkpointing).to(device)
-    optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay)
+    optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay, config.optim.adam_betas, config.optim.adam_epsilon)
     scheduler = make_scheduler(optimizer, schedule=config.optim.schedule, warmup=warmup_steps(config.optim.warmup, total_steps),
                                total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio)
     progress, _ = resume(out, network, optimizer, scheduler, identity)

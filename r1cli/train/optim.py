@@ -11,12 +11,14 @@ from r1cli.errors import UserError
 SCHEDULES = ("cosine", "linear", "constant")
 
 
-def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    for name, value in (("--lr", lr), ("--weight-decay", weight_decay)):
+def make_optimizer(model, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.optim.AdamW:
+    for name, value in (("--lr", lr), ("--weight-decay", weight_decay), ("--adam-epsilon", eps)):
         if not math.isfinite(value) or value < 0:
             raise UserError(f"{name} {value}: must be a finite number >= 0")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in betas):
+        raise UserError(f"--adam-betas {' '.join(map(str, betas))}: each must be in [0, 1)")
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from r1cli.console import log
@@ -20,7 +21,8 @@ def training_identity(options: dict, *, models: dict[str, str], inputs: dict[str
     return runs.Identity(
         models={role: runs.model_fingerprint(model) for role, model in models.items()},
         inputs={role: input_sha256(path) for role, path in inputs.items()},
-        options={k: v for k, v in options.items() if k not in may_change and k not in PATH_OPTIONS},
+        # as r1.json holds them (a tuple reads back as a list)
+        options=json.loads(json.dumps({k: v for k, v in options.items() if k not in may_change and k not in PATH_OPTIONS})),
     )
 
 
