@@ -83,3 +83,21 @@ def test_mixes_prompt_records_for_grpo_but_not_with_training_records(tmp_path, m
     training = sources(tmp_path, {"sft": 5})[0]
     status, _, err = run_cli(monkeypatch, capsys, "mix", str(reasoning), str(training), "--out", str(out))
     assert status == 2 and "cannot mix prompt records with training records" in err
+
+
+def test_parquet_and_json_array_inputs_mix_as_jsonl_does(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    rows = [{"text": f"p {i}"} for i in range(6)]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "a.parquet"))
+    (tmp_path / "b.json").write_text(json.dumps([{"text": f"j {i}"} for i in range(4)]))
+    jsonl = sources(tmp_path, {"c": 5})[0]
+    out = tmp_path / "mix.jsonl"
+    status, _, err = run_cli(monkeypatch, capsys, "mix", f"{tmp_path / 'a.parquet'}:2", str(tmp_path / "b.json"), str(jsonl),
+                             "--total", "16", "--out", str(out))
+    assert status == 0, err
+    drawn = Counter(text.split()[0] for text in read(out))
+    assert drawn == {"p": 8, "j": 4, "c": 4} and "a.parquet: 8" in err
+    (tmp_path / "bad.json").write_text(json.dumps([{"text": "ok"}, {"nothing": 1}]))
+    status, _, err = run_cli(monkeypatch, capsys, "mix", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.jsonl"))
+    assert status == 2 and "bad.json:row 2" in err and len(err.strip().splitlines()) == 1

@@ -30,3 +30,19 @@ def test_a_bad_metrics_line_names_file_and_line(tmp_path, monkeypatch, capsys):
 def test_moving_average_is_a_trailing_mean():
     assert moving_average([1, 2, 3, 4, 5], 2) == [1, 1.5, 2.5, 3.5, 4.5]
     assert moving_average([4.0, 0.0], 1) == [4.0, 0.0]
+
+
+def test_default_panels_follow_what_the_runs_logged():
+    from r1cli.report.plot import default_metrics
+
+    grpo = {"reward", "rewards/accuracy", "rewards/format", "accuracy", "kl", "completion_length", "loss"}
+    assert default_metrics(grpo) == ["reward", "rewards/accuracy", "rewards/format", "kl", "completion_length"]
+    assert default_metrics({"loss", "lr", "grad_norm"}) == ["loss", "lr", "grad_norm"]
+    assert default_metrics({"loss", "lr", "grad_norm", "eval_loss"})[-1] == "eval_loss"
+    assert default_metrics({"reward", "kl"}) == ["reward", "accuracy", "kl", "completion_length"]
+
+
+def test_an_sft_run_plots_loss_lr_and_grad_norm(tmp_path, monkeypatch, capsys):
+    run = write_jsonl(tmp_path / "m.jsonl", [{"step": s, "loss": 3 / s, "lr": 1e-3, "grad_norm": 1.0} for s in range(1, 20)])
+    status, _, err = run_cli(monkeypatch, capsys, "plot", str(run), "--out", str(tmp_path / "sft.png"))
+    assert status == 0 and "3 panels, 1 runs" in err, err

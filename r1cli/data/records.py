@@ -37,6 +37,11 @@ class Record(dict):
 # ---------------------------------------------------------------- reading
 
 
+def is_table_file(name: str) -> bool:
+    """A Parquet file or a JSON array: read whole (through datasets), not line by line."""
+    return name.endswith(".parquet") or (name.endswith(".json") and _starts_with_array(name))
+
+
 def read_records(path: str | Path) -> Iterator[Record]:
     """Yield the records of a JSONL file (or stdin for `-`), a JSON array file, or a Parquet file."""
     name = str(path)
@@ -45,7 +50,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
             raise UserError(f"{name}: no such file")
         if Path(name).is_dir():
             raise UserError(f"{name}: is a directory, not a file of records")
-    if name.endswith(".parquet") or (name.endswith(".json") and _starts_with_array(name)):
+    if is_table_file(name):
         yield from _read_with_datasets(name)
     elif name == STDIO:
         yield from _read_jsonl(io.BytesIO(stdin_bytes()), "<stdin>")
@@ -122,6 +127,7 @@ def _read_with_datasets(name: str) -> Iterator[Record]:
     import datasets
 
     builder = "parquet" if name.endswith(".parquet") else "json"
+    datasets.disable_progress_bars()  # r1's own lines on stderr only
     try:
         table = datasets.load_dataset(builder, data_files=name, split="train")
     except Exception as error:  # datasets raises many types; all mean the file is unreadable

@@ -20,14 +20,24 @@ from pathlib import Path
 
 from r1cli.console import log
 from r1cli.data.outputs import check_file_output, exclusive
-from r1cli.data.records import STDIO, parse_line, to_prompt_record, training_kind, write_records
+from r1cli.data.records import (
+    STDIO,
+    is_table_file,
+    parse_line,
+    read_records,
+    to_prompt_record,
+    training_kind,
+    write_records,
+)
 from r1cli.errors import UserError
 
 
 @dataclass
 class Source:
-    path: str
+    path: str  # JSONL read by offset (a Parquet or JSON-array input converted to JSONL first)
     weight: float
+    label: str = ""  # the input as the user named it, for messages
+    position: str = ""  # "row " for a converted table: messages say FILE:row N, as the other commands do
     offsets: list[int] = field(default_factory=list)  # byte offset of each record's line
     duplicates: int = 0
     kinds: set[str] = field(default_factory=set)  # "training" and/or "prompt" records
@@ -55,7 +65,7 @@ def run_mix(job: MixJob) -> None:
         for source in sources:
             index_source(source, seen)
         if len(set().union(*(s.kinds for s in sources))) > 1:
-            by_kind = {s.path: "/".join(sorted(s.kinds)) for s in sources}
+            by_kind = {s.label: "/".join(sorted(s.kinds)) for s in sources}
             raise UserError(f"cannot mix prompt records with training records: {by_kind}")
         quotas = [len(s.offsets) for s in sources] if total is None else largest_remainder(total, [s.weight for s in sources])
         picks: list[tuple[int, int]] = []
@@ -63,9 +73,9 @@ def run_mix(job: MixJob) -> None:
         for number, (source, quota) in enumerate(zip(sources, quotas)):
             chosen, repeated = choose(len(source.offsets), quota, rng)
             if quota and not source.offsets:
-                raise UserError(f"{source.path}: no records to draw {quota} from")
+                raise UserError(f"{source.label}: no records to draw {quota} from")
             picks += [(number, source.offsets[i]) for i in chosen]
-            report.append(f"{source.path}: {quota} ({quota / max(1, sum(quotas)):.1%}) of {len(source.offsets)}"
+            report.append(f"{source.label}: {quota} ({quota / max(1, sum(quotas)):.1%}) of {len(source.offsets)}"
                           + (f", {repeated} repeated" if repeated else "") + (f", {source.duplicates} duplicates dropped" if source.duplicates else ""))
         rng.shuffle(picks)
         handles = [open(s.path, "rb") for s in sources]  # noqa: SIM115 - closed below
@@ -91,14 +101,20 @@ def parse_source(spec: str, scratch: str) -> Source:
     if not math.isfinite(weight) or weight < 0:
         raise UserError(f"{spec}: a weight must be a finite number >= 0")
     if path == STDIO:  # stdin cannot be read twice: spool it
-        path = str(Path(scratch) / "stdin.jsonl")
-        with open(path, "wb") as handle:
+        spooled = str(Path(scratch) / "stdin.jsonl")
+        with open(spooled, "wb") as handle:
             shutil.copyfileobj(sys.stdin.buffer, handle)
+        return Source(spooled, weight, "<stdin>")
     elif Path(path).is_dir():
         raise UserError(f"{path}: is a directory, not a file of records")
     elif not Path(path).is_file():
         raise UserError(f"{path}: no such file")
-    return Source(path, weight)
+    elif is_table_file(path):
+        # what the other commands read, mixed the same way: as JSONL lines (record N at line N)
+        converted = str(Path(scratch) / f"input{len(list(Path(scratch).iterdir()))}.jsonl")
+        write_records(converted, read_records(path))
+        return Source(converted, weight, path, "row ")
+    return Source(path, weight, path)
 
 
 def record_kind(record) -> str:
@@ -118,7 +134,7 @@ def index_source(source: Source, seen: set[bytes] | None) -> None:
             start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
-            value = parse_line(raw, f"{source.path}:{line_number}")
+            value = parse_line(raw, f"{source.label}:{source.position}{line_number}")
             kind = record_kind(value)
             source.kinds.add("prompt" if kind == "prompt" else "training")
             if seen is not None:
@@ -131,7 +147,7 @@ def index_source(source: Source, seen: set[bytes] | None) -> None:
                 seen.add(digest)
             source.offsets.append(start)
     if not source.offsets and not source.duplicates:
-        raise UserError(f"{source.path}: no records (the input is empty)")
+        raise UserError(f"{source.label}: no records (the input is empty)")
 
 
 def largest_remainder(total: int, weights: list[float]) -> list[int]:

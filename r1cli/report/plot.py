@@ -27,13 +27,13 @@ def draw_curves(job: PlotJob) -> None:
     """Plot each METRIC per step for every run, one panel per metric, one line per run."""
     metrics, out, metric, label, smooth, title = job.metrics, job.out, job.metric, job.label, job.smooth, job.title
     check_file_output(str(out), [str(path) for path in metrics])
-    names = metric or DEFAULT_METRICS
     labels = label or [path.parent.name or str(path) for path in metrics]
     if len(labels) != len(metrics):
         raise UserError(f"--label given {len(labels)} times for {len(metrics)} metrics files")
     runs = [(name, read_all([str(path)])) for name, path in zip(labels, metrics)]
     logged = logged_metrics([records for _, records in runs])
     files = ", ".join(str(path) for path in metrics)
+    names = metric or default_metrics(logged)
     if metric:
         for name in names:
             if name not in logged:
@@ -78,6 +78,15 @@ def draw_curves(job: PlotJob) -> None:
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     log(f"wrote {out} ({len(names)} panels, {len(runs)} runs)")
+
+
+def default_metrics(logged: set[str]) -> list[str]:
+    """GRPO runs: the total reward, then one panel per reward (a total of two rewards and one of
+    four cannot be compared), KL, length; SFT runs: loss, learning rate, gradient norm."""
+    if "reward" not in logged and "loss" in logged:
+        return ["loss", "lr", "grad_norm"] + (["eval_loss"] if "eval_loss" in logged else [])
+    per_reward = sorted(name for name in logged if name.startswith("rewards/"))
+    return ["reward", *per_reward, "kl", "completion_length"] if per_reward else DEFAULT_METRICS
 
 
 def _is_number(value) -> bool:
