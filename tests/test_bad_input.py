@@ -493,7 +493,7 @@ def option_cases() -> list[Case]:
              ("--markdown", "base.json", "is also an input")),
         # plot
         Case("plot/metric-not-logged", lambda e: plot(e, "--metric", "nope"), ("nope", "reward")),
-        Case("plot/no-default-metric-logged", lambda e: plot(e, records=({"step": 1, "loss": 1.0},)), ("--metric", "loss")),
+        Case("plot/no-default-metric-logged", lambda e: plot(e, records=({"step": 1, "tokens_seen": 1.0},)), ("--metric", "tokens_seen")),
         Case("plot/label-count", lambda e: plot(e, "--label", "a", "--label", "b"), ("--label",)),
         Case("plot/smooth-0", lambda e: plot(e, "--smooth", "0"), ("--smooth",)),
         # toy
