@@ -241,3 +241,16 @@ def test_unsupported_rope_is_refused(tokenizer):
     model = build(tokenizer, "llama")
     model.model.rotary_emb.rope_type = "dynamic"
     assert "rope type 'dynamic'" in unsupported_reason(model)
+
+
+def test_a_stop_string_of_a_partial_character_and_no_new_tokens_match_the_hf_engine(tokenizer):
+    """Token 832 alone decodes to ' \\ufffd' (half a character), with 118 to ' 印': a look at a
+    longer stretch must not hide a stop that the per-token check finds."""
+    assert tokenizer.decode([832]).endswith("\ufffd") and "\ufffd" not in tokenizer.decode([832, 118])
+    model = eos_heavy(tokenizer, "llama")
+    model.generation_config.eos_token_id = list(range(100, 130))
+    prompts = PROMPTS + [[40 + i for i in range(13)], [77, 78]]
+    options = SamplingOptions(temperature=1.0, max_new_tokens=30, seed=31, stop=("\ufffd",))
+    same(FastEngine(model, tokenizer, batch_size=1).generate_ids(prompts, options, n=3), HFEngine(model, tokenizer).generate_ids(prompts, options, n=3))
+    nothing = SamplingOptions(temperature=1.0, max_new_tokens=0, seed=1)
+    same(FastEngine(model, tokenizer).generate_ids(PROMPTS, nothing, n=2), HFEngine(model, tokenizer).generate_ids(PROMPTS, nothing, n=2))

@@ -90,6 +90,7 @@ class FastEngine:
         self.slots: Slots | None = None
         self.graphs: DecodeGraphs | None = None
         self.decoder: Decoder | None = None
+        self.slot_cap: int | None = None  # slots the memory share held when it held fewer than asked
 
     # ------------------------------------------------------------ the Engine interface
 
@@ -142,6 +143,8 @@ class FastEngine:
         results: list[list[Completion | None]] = [[None] * len(s) for s in seeds]
         if not waiting:
             return [[] for _ in prompts]
+        if options.max_new_tokens < 1:  # as hf: nothing generated
+            return [[Completion("", [], [], "length") for _ in s] for s in seeds]
         self._ensure_arena(max(len(p) for p in prompts) + options.max_new_tokens + 1, options.max_new_tokens, len(waiting))
         self.graphs.prepare(options, min(len(waiting), self.cache.slots))
         rows: list[Row] = []
@@ -162,7 +165,7 @@ class FastEngine:
         """Allocate (or grow) the KV cache and slot buffers: slots up to --generation-batch-size
         within the memory share, the width rounded up so that the next calls fit the same graphs."""
         cache = self.cache
-        slots_wanted = min(self.max_slots, max(requests, cache.slots if cache else 0))
+        slots_wanted = min(self.max_slots, max(requests, cache.slots if cache else 0), self.slot_cap or self.max_slots)
         if (cache is not None and cache.width >= width_needed and cache.slots >= slots_wanted
                 and self.slots.tokens_SN.shape[1] > max_new_tokens):
             return
@@ -175,6 +178,8 @@ class FastEngine:
             torch.cuda.empty_cache()
             free, _ = torch.cuda.mem_get_info(self.device)
             slots = min(slots, int(free * self.memory_share) // per_slot)
+            # Fewer slots than wanted: remember the cap, so later calls do not rebuild the arena each time.
+            self.slot_cap = slots if slots < slots_wanted else None
             if slots < 1:
                 raise UserError(f"--engine-memory {self.memory_share}: {free * self.memory_share / 2**30:.1f} GiB holds no sequence "
                                 f"of {width} positions ({per_slot / 2**20:.0f} MiB each); raise it or lower --max-new-tokens")
@@ -297,8 +302,11 @@ class FastEngine:
     def _stop_position(self, tokens: list[int], row: Row, steps: int, stops: tuple[str, ...]) -> int | None:
         """The first token count (after the last look) at which the completion ends in a stop
         string, as `hf` checks it after each token; None if none does."""
+        # A cheap look at the whole new stretch first. A stop string found in a shorter range is
+        # found in the longer one, except one holding U+FFFD: a range ending inside a character
+        # decodes to U+FFFD there, the longer range to the character. Those are checked per length.
         window = self.tokenizer.decode(tokens[max(0, row.stop_checked - STOP_WINDOW) : steps])
-        if any(stop in window for stop in stops):  # a cheap look at the whole new stretch first
+        if any(stop in window or "\ufffd" in stop for stop in stops):
             for length in range(row.stop_checked + 1, steps + 1):
                 if tokens[length - 1] in self.eos:
                     return None  # ended by EOS first
