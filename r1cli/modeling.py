@@ -202,6 +202,11 @@ def prepare_for_training(network, model: str, lora, gradient_checkpointing: bool
     return network
 
 
+def hf_base(network):
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return network.get_base_model() if hasattr(network, "get_base_model") else network
+
+
 def count_parameters(network) -> int:
     return sum(p.numel() for p in network.parameters())
 

@@ -201,6 +201,19 @@ def command(function):
     return face
 
 
+def recorded_options(config) -> dict:
+    """Every option of CONFIG (a recipe's config dataclass) by its command-line name, as r1.json
+    records it: its own fields (tuples as lists), then the fields of each option group it holds."""
+    own, grouped = {}, {}
+    for option in dataclasses.fields(config):
+        value = getattr(config, option.name)
+        if dataclasses.is_dataclass(value):
+            grouped.update(dataclasses.asdict(value))
+        else:
+            own[option.name] = list(value) if isinstance(value, tuple) else value
+    return {**own, **grouped}
+
+
 def as_dict(*groups) -> dict:
     """Every option of GROUPS by name (for r1.json)."""
     merged: dict = {}

@@ -18,7 +18,9 @@ def cache_argument(model) -> str:
     `past_key_values` before (both are supported: the GPU image pins an older release)."""
     import inspect
 
-    forward = getattr(model, "get_base_model", lambda: model)().forward
+    from r1cli.modeling import hf_base
+
+    forward = hf_base(model).forward
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 

@@ -8,7 +8,7 @@ be read. Everything that can be checked is checked before anything is sampled or
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from r1cli.console import log, warn
@@ -26,6 +26,7 @@ from r1cli.options import (
     RunOptions,
     SFTOptimizerOptions,
     as_dict,
+    recorded_options,
 )
 from r1cli.recipes.filter import FilterJob, parse_per_prompt, parse_thresholds, run_filter
 from r1cli.recipes.sample import SampleJob, load_prompts, run_sample
@@ -61,10 +62,7 @@ class DistillConfig:
     run: RunOptions = RunOptions()
 
     def options(self) -> dict:
-        groups = ("prompt", "generation", "rules", "optim", "lora", "compute", "run")
-        own = {k: v for k, v in asdict(self).items() if k not in groups}
-        return {**own, **as_dict(self.prompt, self.generation, self.rules, self.optim, self.lora, self.compute, self.run),
-                "student_template": STUDENT_TEMPLATE}
+        return {**recorded_options(self), "student_template": STUDENT_TEMPLATE}
 
     def sampling(self) -> SampleJob:
         return SampleJob(self.teacher, self.prompts, str(Path(self.out) / TRACES), self.n, self.prompt, self.generation,

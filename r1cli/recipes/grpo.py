@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from r1cli.options import (
     RLOptimizerOptions,
     RolloutOptions,
     RunOptions,
-    as_dict,
+    recorded_options,
 )
 from r1cli.rewards.registry import RewardSpec, Scorer, parse_rewards, reward_options
 from r1cli.rewards.sandbox import require_isolation
@@ -80,10 +80,7 @@ class GRPOConfig:
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
-        groups = ("prompt", "rollout", "optim", "lora", "compute", "run", "rewards")
-        own = {k: v for k, v in asdict(self).items() if k not in groups}
-        return {**own, "reward": list(self.reward),
-                **as_dict(self.prompt, self.rollout, self.optim, self.lora, self.compute, self.run, self.rewards)}
+        return recorded_options(self)
 
     def check(self) -> None:
         if not (self.beta >= 0 and math.isfinite(self.beta)):

@@ -9,7 +9,7 @@ the teacher's token-level KL to the cross-entropy.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,7 @@ from r1cli.options import (
     OptimizerOptions,
     RunOptions,
     SFTOptimizerOptions,
-    as_dict,
+    recorded_options,
 )
 from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
@@ -69,9 +69,7 @@ class SFTConfig:
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
-        own = {k: v for k, v in asdict(self).items() if k not in ("optim", "lora", "compute", "run")}
-        own.update(data=list(self.data), eval_data=list(self.eval_data) or None)
-        return {**own, **as_dict(self.optim, self.lora, self.compute, self.run)}
+        return {**recorded_options(self), "eval_data": list(self.eval_data) or None}
 
 
 @dataclass

@@ -25,7 +25,6 @@ from r1cli.engines.fast.model import (
     DecoderWeights,
     KVCache,
     RopeTable,
-    hf_base,
     read_spec,
     unsupported_reason,
 )
@@ -34,6 +33,7 @@ from r1cli.engines.hf import HFEngine
 from r1cli.engines.sampling import request_seeds, sample_tokens, token_hashes
 from r1cli.engines.text import STOP_WINDOW, completion_text, ends_in_stop, eos_ids
 from r1cli.errors import UserError
+from r1cli.modeling import hf_base
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
 SYNC_EVERY = 16  # decode steps between looks at the finished rows (on a GPU; every step on a CPU)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from r1cli.modeling import hf_base
+
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq fixed at load; dynamic / longrope change with length
 
@@ -47,11 +49,6 @@ class ModelSpec:
     def kv_bytes_per_position(self, dtype: torch.dtype) -> int:
         """Bytes of K and V one cached position takes over all layers."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * torch.finfo(dtype).bits // 8
-
-
-def hf_base(network):
-    """The transformers CausalLM inside a peft wrapper (or the model itself)."""
-    return network.get_base_model() if hasattr(network, "get_base_model") else network
 
 
 def unsupported_reason(network) -> str | None:
