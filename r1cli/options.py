@@ -55,6 +55,7 @@ class OptimizerOptions:
     adam_epsilon: Annotated[float, typer.Option(help="AdamW's epsilon.", min=0.0)] = 1e-8
     grad_accum: Annotated[int, typer.Option("--grad-accum", "--gradient-accumulation-steps",
                                             help="Micro-batches per optimizer step (memory only: the update is the same). Alias: TRL's name.", min=1)] = 1
+    max_tokens_per_batch: Annotated[int | None, typer.Option(help="Padded tokens per micro-batch at most; longer batches are split, length-sorted (memory only: the update is the same). [default: from the model's shape and the free memory]", min=1)] = None
     gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute activations in the backward pass to save memory.")] = False
 
 

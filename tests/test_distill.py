@@ -5,6 +5,7 @@ import torch
 from conftest import run_cli, write_jsonl
 
 from r1cli.modeling import load_model
+from r1cli.train.logprobs import decoder_hidden, output_head
 from r1cli.train.teacher import Teacher
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets 2. How many pens now?", "answer": str(n + 2)} for n in range(8)]
@@ -90,7 +91,8 @@ def test_kd_kl_matches_an_independent_computation(tiny_checkpoint):
     mask = torch.ones(1, input_ids.shape[1] - 1, dtype=torch.bool)
     mask[0, :2] = False
     student_logits = student(input_ids=input_ids).logits[:, :-1]
-    got = teacher.kl_sum(student_logits, {"input_ids": input_ids}, mask)
+    inputs, scored_BL = {"input_ids": input_ids}, torch.nn.functional.pad(mask, (0, 1))  # position p scores token p + 1
+    got = teacher.kl_sum(decoder_hidden(student, inputs)[scored_BL], output_head(student), inputs, scored_BL)
     vocab = len(tokenizer)
     p = teacher.network(input_ids=input_ids).logits[:, :-1][mask][:, :vocab].softmax(-1).double()
     q = student_logits[mask][:, :vocab].softmax(-1).double()

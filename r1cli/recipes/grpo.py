@@ -39,12 +39,13 @@ from r1cli.rl.policy import Policy, UpdateSettings, UpdateStats, update_policy
 from r1cli.rl.rollouts import PromptSet, PromptStream, RolloutBatch, collect_groups
 from r1cli.seeding import derive_seed, seed_everything
 from r1cli.train import checkpoint as ckpt
+from r1cli.train.batching import token_budget
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, resume, training_identity
 
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "generation_batch_size",
-                     "engine_memory")
+                     "engine_memory", "max_tokens_per_batch")
 STATUS_KEYS = ("reward", "accuracy", "format", "kl", "completion_length", "seconds")
 REFERENCE_STATE = "reference"  # state/reference.safetensors: a reference refreshed from the policy
 
@@ -104,10 +105,11 @@ class GRPOConfig:
         r = self.rollout
         return SamplingOptions(r.temperature, r.top_p, r.top_k, r.max_new_tokens, tuple(r.stop or ()), self.run.seed)
 
-    def update_settings(self, step: int) -> UpdateSettings:
+    def update_settings(self, step: int, max_tokens_per_batch: int | None = None) -> UpdateSettings:
         return UpdateSettings(self.loss, self.rollout.temperature, self.epsilon, self.epsilon if self.epsilon_high is None else self.epsilon_high,
                               self.beta, self.iterations, self.minibatches, self.optim.grad_accum, self.mask_truncated,
-                              self.rollout.max_new_tokens, self.optim.max_grad_norm, derive_seed(self.run.seed, "minibatch-order", step))
+                              self.rollout.max_new_tokens, self.optim.max_grad_norm, derive_seed(self.run.seed, "minibatch-order", step),
+                              max_tokens_per_batch)
 
 
 def run_grpo(config: GRPOConfig) -> None:
@@ -128,12 +130,15 @@ def run_grpo(config: GRPOConfig) -> None:
         policy = setup.policy
         prompts = tokenize_prompts(records, setup.tokenizer, config)
         engine = make_rollout_engine(config, policy, setup.tokenizer)
+        # After the engine has taken its memory: what is left bounds the training micro-batches.
+        budget = token_budget(config.optim.max_tokens_per_batch, policy.network, policy.device, policy.dtype, config.optim.gradient_checkpointing)
         scorer = Scorer(specs)
         writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
                                 ckpt.describe_inputs([config.prompts]), policy.dtype)
         sampling = config.sampling()
         log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
-            f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}")
+            f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}, "
+            f"micro-batches of at most {budget:,} tokens")
         metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step)
         line: dict = {}
         with progress_bar() as bar:
@@ -146,7 +151,7 @@ def run_grpo(config: GRPOConfig) -> None:
                 # 2. Group-relative advantages, and one policy update per minibatch.
                 trained = time.time()
                 advantages_B = batch.advantages(config.num_generations, config.scale_rewards)
-                stats = update_policy(policy, batch.rollouts, advantages_B, config.update_settings(step))
+                stats = update_policy(policy, batch.rollouts, advantages_B, config.update_settings(step, budget))
                 refresh_seconds = refresh(engine, policy, config, step)
                 train_seconds = time.time() - trained
                 # 3. The metrics line, a few logged samples, and every --save-every steps a checkpoint

@@ -39,13 +39,21 @@ from r1cli.options import (
 )
 from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
+from r1cli.train.batching import token_budget, within_budget
+from r1cli.train.logprobs import (
+    chunked_token_scores,
+    decoder_hidden,
+    output_head,
+    score_tokens,
+    scores_from_logits,
+)
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, resume, training_identity
 from r1cli.train.teacher import Teacher
 
 # Options that may change between a run and its resumption without changing what it computes.
-RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size")
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size", "max_tokens_per_batch")
 STATUS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")
 
 
@@ -88,6 +96,7 @@ class SFTState:
     device: torch.device
     dtype: torch.dtype
     truncated: int
+    max_tokens_per_batch: int  # padded tokens per micro-batch at most
 
 
 @dataclass
@@ -173,8 +182,9 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
         warn(f"{truncated} example(s) longer than --max-length {config.max_length} were truncated")
     if teacher:
         teacher.prepare(tokenizer, config.model, device, dtype)
+    budget = token_budget(config.optim.max_tokens_per_batch, network, device, dtype, config.optim.gradient_checkpointing)
     return SFTState(network, tokenizer, rows, eval_rows, plan, total_steps, optimizer, scheduler,
-                    progress["step"] if progress else 0, device, dtype, truncated)
+                    progress["step"] if progress else 0, device, dtype, truncated, budget)
 
 
 def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool) -> tuple[list[Row], int]:
@@ -188,21 +198,32 @@ def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool
 
 def token_loss_sum(network, batch: dict[str, torch.Tensor], teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed next-token cross-entropy over the labelled tokens of BATCH, and (with TEACHER) the
-    summed KL from the teacher's next-token distribution at the same tokens (else None)."""
+    summed KL from the teacher's next-token distribution at the same tokens (else None). Scored
+    from hidden states through the head in chunks (`r1cli.train.logprobs`): no full logits."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = network(**inputs, use_cache=False).logits
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+    next_labels_BL = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position p predicts the label at p + 1
+    scored_BL = next_labels_BL != IGNORE
+    targets_N = next_labels_BL[scored_BL]
+    head = output_head(network)
     if teacher is None:
-        return loss, None
-    return loss, teacher.kl_sum(logits[:, :-1], inputs, labels != IGNORE)
+        return -score_tokens(network, inputs, scored_BL, targets_N).logprobs_N.sum(), None
+    if head is None or teacher.head is None:  # an architecture without a plain head: full logits, once
+        logits_NV = network(**inputs, use_cache=False).logits[scored_BL]
+        loss = -scores_from_logits(logits_NV, targets_N).logprobs_N.sum()
+        return loss, teacher.kl_sum_from_logits(logits_NV, inputs, scored_BL)
+    hidden_NH = decoder_hidden(network, inputs)[scored_BL]
+    loss = -chunked_token_scores(hidden_NH, head, targets_N).logprobs_N.sum()
+    return loss, teacher.kl_sum(hidden_NH, head, inputs, scored_BL)
 
 
 def train_step(state: SFTState, step: int, max_grad_norm: float, teacher: Teacher | None = None) -> StepStats:
     """One optimizer step over STEP's micro-batches: the loss is the mean over every labelled
     token of the step, so splitting the same rows into more micro-batches gives the same update."""
     state.network.train()
-    batches = [[state.rows[i] for i in indices] for indices in state.plan.micro_batches(step)]
+    widest = lambda group: len(group) * max(len(state.rows[i].input_ids) for i in group)  # noqa: E731
+    micro_batches = [batch for indices in state.plan.micro_batches(step)
+                     for batch in within_budget(indices, widest, lambda i: len(state.rows[i].input_ids), state.max_tokens_per_batch)]
+    batches = [[state.rows[i] for i in indices] for indices in micro_batches]
     label_total = sum(row.label_count for rows in batches for row in rows)
     loss_total, kl_total, tokens = 0.0, 0.0, 0
     for rows in batches:

@@ -1,6 +1,12 @@
 """The policy update of a GRPO step: μ passes over the rollouts in M minibatches, one optimizer
 update each, on the clipped objective of `r1cli.rl.loss`.
 
+Memory: each update's rollouts go through the model in micro-batches of at most
+`max_tokens_per_batch` padded tokens (length-sorted when they must be split), and completion
+tokens are scored from the final hidden states in chunks (`r1cli.train.logprobs`), so no
+[batch, length, vocabulary] logits exist. The loss normalisers are the update's, so neither
+changes the result. Metrics stay on the device until one read per optimizer update.
+
 Shapes: B rollouts in a micro-batch, T completion tokens (right-padded after left-padded prompts,
 so every row's completion starts at the same position).
 """
@@ -14,6 +20,8 @@ import torch
 
 from r1cli.rl.loss import Normaliser, aggregate, per_token_objective
 from r1cli.rl.rollouts import Rollout
+from r1cli.train.batching import within_budget
+from r1cli.train.logprobs import score_tokens
 
 
 @dataclass
@@ -47,6 +55,7 @@ class UpdateSettings:
     max_new_tokens: int
     max_grad_norm: float
     order_seed: int  # the order of rollouts in the minibatches (mu > 1 or M > 1)
+    max_tokens_per_batch: int | None = None  # padded tokens per micro-batch at most; None: no limit
 
 
 @dataclass
@@ -57,6 +66,9 @@ class RolloutTensors:
     attention_mask_BL: torch.Tensor
     position_ids_BL: torch.Tensor
     completion_mask_BT: torch.Tensor  # 1.0 on the completion tokens that carry loss
+    token_mask_BT: torch.Tensor  # True on every completion token (with loss or not)
+    engine_logprobs_BT: torch.Tensor  # the log-prob the engine sampled each token with (0 where it gave none)
+    engine_mask_BT: torch.Tensor  # True where the engine gave one
     prompt_width: int
 
 
@@ -80,16 +92,13 @@ class UpdateStats:
 
 def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.Tensor, settings: UpdateSettings) -> UpdateStats:
     """μ passes over ROLLOUTS in M minibatches, one optimizer update each. Normalisers are taken
-    over the whole update, so --grad-accum changes nothing; dapo with M minibatches divides each
-    update by the step's tokens / M, so updates have equal scale (TRL's convention)."""
+    over the whole update, so --grad-accum and the token budget change nothing; dapo with M
+    minibatches divides each update by the step's tokens / M, so updates have equal scale (TRL's convention)."""
     policy.network.train()
     order_rng = random.Random(settings.order_seed)
     on_policy = settings.iterations == 1 and settings.minibatches == 1
-    old_logprobs = None if on_policy else old_policy_logprobs(policy, rollouts, settings.temperature)
-    totals: dict[str, list[float]] = {"kl": [], "clipped_low": [], "clipped_high": [], "entropy": [], "loss": [], "grad_norm": [],
-                                      "engine_logprob_gap": []}
-    if old_logprobs is not None:
-        totals["engine_logprob_gap"] += engine_gaps(rollouts, old_logprobs)
+    totals = Totals(policy.device)
+    old_logprobs = None if on_policy else old_policy_logprobs(policy, rollouts, settings, totals)
     trainable = [p for p in policy.network.parameters() if p.requires_grad]
     step_tokens = sum(len(r.completion_ids) for r in rollouts if not (settings.mask_truncated and r.truncated))
     for _ in range(settings.iterations):
@@ -97,49 +106,83 @@ def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.T
         if not on_policy:
             order_rng.shuffle(order)
         for minibatch in split(order, settings.minibatches):
-            micro_batches = split(minibatch, settings.grad_accum)
+            # One optimizer update: micro-batches within the token budget, the update's normaliser.
+            micro_batches = token_budget_batches(minibatch, rollouts, settings.grad_accum, settings.max_tokens_per_batch)
             batches = [collate_rollouts([rollouts[i] for i in micro], policy.pad_id, policy.device, settings.mask_truncated)
                        for micro in micro_batches]
             normaliser = Normaliser.for_step(settings.loss, [b.completion_mask_BT for b in batches], settings.max_new_tokens,
                                              step_tokens=step_tokens, minibatches=settings.minibatches)
-            update_loss = 0.0
+            update_loss = torch.zeros((), device=policy.device)
             for micro, batch in zip(micro_batches, batches):
                 with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
                     logprobs_BT, entropy_BT = completion_logprobs(policy.network, batch, settings.temperature, with_entropy=True)
                     ref_logprobs_BT = reference_logprobs(policy, batch, settings.temperature) if settings.beta > 0 else None
                 if old_logprobs is None:  # on policy: this forward is the pre-update policy
-                    totals["engine_logprob_gap"] += engine_gaps([rollouts[i] for i in micro], list(logprobs_BT.detach()))
+                    totals.add_engine_gap(logprobs_BT.detach(), batch)
                 old_BT = logprobs_BT.detach() if old_logprobs is None else padded([old_logprobs[i] for i in micro], logprobs_BT.shape[1])
                 per_token_BT, parts = per_token_objective(logprobs_BT, old_BT, advantages_B[micro].to(policy.device),
                                                           settings.epsilon_low, settings.epsilon_high, ref_logprobs_BT, settings.beta)
                 micro_loss = aggregate(per_token_BT, batch.completion_mask_BT, normaliser)
                 micro_loss.backward()
-                update_loss += micro_loss.item()
-                mask_BT = batch.completion_mask_BT.bool()
-                for name in ("clipped_low", "clipped_high"):
-                    totals[name] += parts[name][mask_BT].float().tolist()
-                if "kl" in parts:
-                    totals["kl"] += parts["kl"].detach()[mask_BT].tolist()
-                totals["entropy"] += entropy_BT[mask_BT].tolist()
+                update_loss += micro_loss.detach()
+                totals.add_tokens(batch.completion_mask_BT.bool(), entropy_BT.detach(), parts)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf"))
             policy.optimizer.step()
             policy.scheduler.step()
             policy.optimizer.zero_grad(set_to_none=True)
-            totals["loss"].append(update_loss)
-            totals["grad_norm"].append(float(grad_norm))
-    means = {name: sum(values) / len(values) if values else None for name, values in totals.items()}
-    return UpdateStats(means["loss"], means["grad_norm"], means["entropy"], means["clipped_low"], means["clipped_high"], means["kl"],
-                       means["engine_logprob_gap"])
+            totals.end_update(update_loss, grad_norm)
+    return totals.stats(with_kl=settings.beta > 0)
 
 
-def engine_gaps(rollouts: list[Rollout], policy_logprobs: list[torch.Tensor]) -> list[float]:
-    """|policy - engine| log-prob of every completion token the engine reported one for."""
-    gaps: list[float] = []
-    for rollout, row in zip(rollouts, policy_logprobs):
-        if rollout.engine_logprobs:
-            engine = torch.tensor(rollout.engine_logprobs, device=row.device)
-            gaps += (row[: len(engine)].float() - engine).abs().tolist()
-    return gaps
+class Totals:
+    """The update's metrics as sums on the device; read to the host once per optimizer update."""
+
+    TOKEN_SUMS = ("entropy", "clipped_low", "clipped_high", "kl")
+
+    def __init__(self, device: torch.device):
+        zeros = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        self.sums = {name: zeros() for name in (*self.TOKEN_SUMS, "tokens", "gap", "gap_tokens")}
+        self.updates: list[tuple[float, float]] = []  # (loss, grad norm) of each update
+
+    def add_tokens(self, mask_BT: torch.Tensor, entropy_BT: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.sums["tokens"] += mask_BT.sum()
+        self.sums["entropy"] += entropy_BT[mask_BT].double().sum()
+        for name in ("clipped_low", "clipped_high", "kl"):
+            if name in parts:
+                self.sums[name] += parts[name].detach()[mask_BT].double().sum()
+
+    def add_engine_gap(self, policy_logprobs_BT: torch.Tensor, batch: RolloutTensors) -> None:
+        gap_BT = (policy_logprobs_BT.float() - batch.engine_logprobs_BT).abs()
+        self.sums["gap"] += gap_BT[batch.engine_mask_BT].double().sum()
+        self.sums["gap_tokens"] += batch.engine_mask_BT.sum()
+
+    def end_update(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        loss_value, norm_value = torch.stack([loss.double(), torch.as_tensor(grad_norm).double().to(loss.device)]).tolist()
+        self.updates.append((loss_value, norm_value))
+
+    def stats(self, with_kl: bool) -> UpdateStats:
+        sums = dict(zip(self.sums, torch.stack(list(self.sums.values())).tolist()))
+        per_token = {name: sums[name] / sums["tokens"] if sums["tokens"] else None for name in self.TOKEN_SUMS}
+        gap = sums["gap"] / sums["gap_tokens"] if sums["gap_tokens"] else None
+        losses, norms = zip(*self.updates) if self.updates else ((), ())
+        mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+        return UpdateStats(mean(losses), mean(norms), per_token["entropy"], per_token["clipped_low"], per_token["clipped_high"],
+                           per_token["kl"] if with_kl else None, gap)
+
+
+def token_budget_batches(indices: list[int], rollouts: list[Rollout], grad_accum: int, max_tokens: int | None) -> list[list[int]]:
+    """INDICES in GRAD_ACCUM micro-batches, each split further, where it holds more than
+    MAX_TOKENS padded tokens (rows x (widest prompt + longest completion)), into runs of
+    length-sorted rollouts that fit."""
+    return [batch for micro in split(indices, grad_accum)
+            for batch in within_budget(micro, lambda group: padded_tokens(group, rollouts),
+                                       lambda i: len(rollouts[i].prompt_ids) + len(rollouts[i].completion_ids), max_tokens)]
+
+
+def padded_tokens(indices: list[int], rollouts: list[Rollout]) -> int:
+    prompt = max(len(rollouts[i].prompt_ids) for i in indices)
+    completion = max(1, max(len(rollouts[i].completion_ids) for i in indices))
+    return len(indices) * (prompt + completion)
 
 
 def collate_rollouts(rollouts: list[Rollout], pad_id: int, device, mask_truncated: bool) -> RolloutTensors:
@@ -147,7 +190,7 @@ def collate_rollouts(rollouts: list[Rollout], pad_id: int, device, mask_truncate
     tokens then sit at the same positions in every row."""
     prompt_width = max(len(r.prompt_ids) for r in rollouts)
     completion_width = max(1, max(len(r.completion_ids) for r in rollouts))
-    rows, masks, completion_masks = [], [], []
+    rows, masks, completion_masks, engine_rows, engine_masks = [], [], [], [], []
     for r in rollouts:
         left = prompt_width - len(r.prompt_ids)
         right = completion_width - len(r.completion_ids)
@@ -155,30 +198,37 @@ def collate_rollouts(rollouts: list[Rollout], pad_id: int, device, mask_truncate
         masks.append([0] * left + [1] * (len(r.prompt_ids) + len(r.completion_ids)) + [0] * right)
         keep = 0 if (mask_truncated and r.truncated) else 1
         completion_masks.append([keep] * len(r.completion_ids) + [0] * right)
+        engine = r.engine_logprobs[: len(r.completion_ids)]
+        engine_rows.append(engine + [0.0] * (completion_width - len(engine)))
+        engine_masks.append([True] * len(engine) + [False] * (completion_width - len(engine)))
     attention_mask_BL = torch.tensor(masks, device=device)
+    lengths_B = torch.tensor([len(r.completion_ids) for r in rollouts], device=device)
     return RolloutTensors(
         input_ids_BL=torch.tensor(rows, device=device),
         attention_mask_BL=attention_mask_BL,
         position_ids_BL=(attention_mask_BL.cumsum(-1) - 1).clamp(min=0),
         completion_mask_BT=torch.tensor(completion_masks, device=device, dtype=torch.float32),
+        token_mask_BT=torch.arange(completion_width, device=device)[None, :] < lengths_B[:, None],
+        engine_logprobs_BT=torch.tensor(engine_rows, device=device, dtype=torch.float32),
+        engine_mask_BT=torch.tensor(engine_masks, device=device, dtype=torch.bool),
         prompt_width=prompt_width,
     )
 
 
 def completion_logprobs(network, batch: RolloutTensors, temperature: float, with_entropy: bool = False):
     """Log-probabilities of the completion tokens under logits / temperature (as they were
-    sampled), [B, T]; with WITH_ENTROPY also each position's entropy (no gradient)."""
-    logits = network(input_ids=batch.input_ids_BL, attention_mask=batch.attention_mask_BL,
-                     position_ids=batch.position_ids_BL, use_cache=False).logits
-    logits_BTV = logits[:, batch.prompt_width - 1 : -1].float() / max(temperature, 1e-6)
-    logprobs_BTV = logits_BTV.log_softmax(-1)
-    tokens_BT = batch.input_ids_BL[:, batch.prompt_width :]
-    logprobs_BT = logprobs_BTV.gather(-1, tokens_BT[..., None]).squeeze(-1)
+    sampled), [B, T] (0 past each completion); with WITH_ENTROPY also each position's entropy."""
+    inputs = {"input_ids": batch.input_ids_BL, "attention_mask": batch.attention_mask_BL, "position_ids": batch.position_ids_BL}
+    # The token at position p is predicted at p - 1: completion tokens from the prompt's last position on.
+    scored_BL = torch.zeros_like(batch.input_ids_BL, dtype=torch.bool)
+    scored_BL[:, batch.prompt_width - 1 : -1] = batch.token_mask_BT
+    targets_N = batch.input_ids_BL[:, batch.prompt_width :][batch.token_mask_BT]
+    scores = score_tokens(network, inputs, scored_BL, targets_N, temperature, with_entropy)
+    zeros_BT = torch.zeros(batch.token_mask_BT.shape, dtype=torch.float32, device=batch.input_ids_BL.device)
+    logprobs_BT = zeros_BT.masked_scatter(batch.token_mask_BT, scores.logprobs_N)
     if not with_entropy:
         return logprobs_BT
-    with torch.no_grad():
-        entropy_BT = -(logprobs_BTV.exp() * logprobs_BTV).sum(-1)
-    return logprobs_BT, entropy_BT
+    return logprobs_BT, zeros_BT.masked_scatter(batch.token_mask_BT, scores.entropy_N.detach())
 
 
 @torch.no_grad()
@@ -190,13 +240,17 @@ def reference_logprobs(policy: Policy, batch: RolloutTensors, temperature: float
 
 
 @torch.no_grad()
-def old_policy_logprobs(policy: Policy, rollouts: list[Rollout], temperature: float) -> list[torch.Tensor]:
-    """π_old: each rollout's completion log-probabilities under the policy before this step's updates."""
-    out = []
-    for rollout in rollouts:
-        batch = collate_rollouts([rollout], policy.pad_id, policy.device, mask_truncated=False)
+def old_policy_logprobs(policy: Policy, rollouts: list[Rollout], settings: UpdateSettings, totals: Totals) -> list[torch.Tensor]:
+    """π_old: each rollout's completion log-probabilities under the policy before this step's
+    updates, in micro-batches of the token budget; the engine's log-prob gap measured on them."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(rollouts)
+    for micro in token_budget_batches(list(range(len(rollouts))), rollouts, 1, settings.max_tokens_per_batch):
+        batch = collate_rollouts([rollouts[i] for i in micro], policy.pad_id, policy.device, mask_truncated=False)
         with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
-            out.append(completion_logprobs(policy.network, batch, temperature)[0, : len(rollout.completion_ids)])
+            logprobs_BT = completion_logprobs(policy.network, batch, settings.temperature)
+        totals.add_engine_gap(logprobs_BT, batch)
+        for row, index in enumerate(micro):
+            out[index] = logprobs_BT[row, : len(rollouts[index].completion_ids)]
     return out
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from r1cli.errors import UserError
 from r1cli.modeling import load_model, load_tokenizer
+from r1cli.train.logprobs import OutputHead, decoder_hidden, output_head, teacher_kl_sum
 
 
 def check_shared_tokenizer(teacher: str, student: str) -> None:
@@ -37,12 +38,24 @@ class Teacher:
         self.network = network.to(device).eval().requires_grad_(False)
         self.vocab_size = len(student_tokenizer)
 
-    def kl_sum(self, student_logits: torch.Tensor, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
-        """KL(teacher || student) summed over the positions in MASK. STUDENT_LOGITS are the
-        student's (batch, seq-1, vocab) next-token logits for INPUTS. Only the tokenizer's
-        vocabulary counts: embedding rows past it are padding, which the two models may size differently."""
+    @property
+    def head(self) -> OutputHead | None:
+        return output_head(self.network)
+
+    def kl_sum(self, student_hidden_NH: torch.Tensor, student_head: OutputHead, inputs: dict, scored_BL: torch.Tensor) -> torch.Tensor:
+        """KL(teacher || student) summed over the positions in SCORED_BL, from both models' final
+        hidden states at those positions (the student's given) through their heads in chunks. Only
+        the tokenizer's vocabulary counts: embedding rows past it are padding, which the two models
+        may size differently."""
         with torch.no_grad():
-            teacher_logits = self.network(**inputs, use_cache=False).logits[:, :-1]
-        student_log_probs = student_logits[mask][:, : self.vocab_size].float().log_softmax(-1)
-        teacher_log_probs = teacher_logits[mask][:, : self.vocab_size].float().log_softmax(-1)
+            teacher_hidden_NH = decoder_hidden(self.network, inputs)[scored_BL]
+        return teacher_kl_sum(student_hidden_NH, student_head, teacher_hidden_NH, self.head, self.vocab_size)
+
+    def kl_sum_from_logits(self, student_logits: torch.Tensor, inputs: dict, scored_BL: torch.Tensor) -> torch.Tensor:
+        """The same from the student's logits at the scored positions [N, V] and the teacher's full
+        logits, for an architecture whose head is not a plain projection."""
+        with torch.no_grad():
+            teacher_logits = self.network(**inputs, use_cache=False).logits[scored_BL]
+        student_log_probs = student_logits[:, : self.vocab_size].float().log_softmax(-1)
+        teacher_log_probs = teacher_logits[:, : self.vocab_size].float().log_softmax(-1)
         return F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="sum")
