@@ -30,6 +30,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GiB = 2**30
+DEVICE = torch.device("cuda")  # --device cpu: a smoke run of the GPU modes with a tiny config
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        synchronize()
+
+
+def reset_peak() -> None:
+    if DEVICE.type == "cuda":
+        reset_peak()
+
+
+def peak_bytes() -> int:
+    return torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else 0
+
+
+def allocated_bytes() -> int:
+    return torch.cuda.memory_allocated() if DEVICE.type == "cuda" else 0
 
 
 # ---------------------------------------------------------------- GRPO update (GPU)
@@ -40,7 +59,7 @@ def make_policy(config: str, beta: float = 0.04):
     from r1cli.rl.policy import Policy
     from r1cli.train.optim import make_optimizer, make_scheduler
 
-    device = torch.device("cuda")
+    device = DEVICE
     network, tokenizer = load_model(config, dtype=torch.float32, seed=0)
     network.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     network.config.use_cache = False
@@ -69,17 +88,17 @@ def one_update(policy, batch, side: str, old_rows: int) -> dict:
     settings = UpdateSettings("grpo", 1.0, 0.2, 0.2, 0.04, 1, 1, grad_accum, False, len(batch[0].completion_ids), 1.0, 0,
                               max_tokens_per_batch=None if side == "old" else budget(policy))
     advantages = torch.linspace(-1, 1, len(batch))
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    synchronize()
+    reset_peak()
     started = time.perf_counter()
     try:
         update_policy(policy, batch, advantages, settings)
-        torch.cuda.synchronize()
+        synchronize()
     except torch.OutOfMemoryError:
         policy.optimizer.zero_grad(set_to_none=True)
         torch.cuda.empty_cache()
         return {"oom": True}
-    return {"seconds": round(time.perf_counter() - started, 2), "peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 1),
+    return {"seconds": round(time.perf_counter() - started, 2), "peak_gib": round(peak_bytes() / GiB, 1),
             "micro_batch_tokens": settings.max_tokens_per_batch or (len(batch) // grad_accum) * (len(batch[0].prompt_ids) + len(batch[0].completion_ids))}
 
 
@@ -147,18 +166,19 @@ def loss_mode(args) -> None:
 
     from r1cli.train.logprobs import OutputHead, chunked_token_scores
 
-    device = torch.device("cuda")
-    hidden_size, vocab = 896, 151936
+    device = DEVICE
+    hidden_size, vocab = (896, 151936) if DEVICE.type == "cuda" else (64, 5000)
     weight = torch.randn(vocab, hidden_size, device=device, requires_grad=True)
     targets = torch.randint(vocab, (args.tokens,), device=device)
+    inputs = torch.randn(args.tokens, hidden_size, device=device, dtype=torch.bfloat16)
     for side in ("new", "old"):
-        hidden = torch.randn(args.tokens, hidden_size, device=device, dtype=torch.bfloat16, requires_grad=True)
+        hidden = inputs.clone().requires_grad_(True)
         weight.grad = None
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+        synchronize()
+        base = allocated_bytes()
+        reset_peak()
         started = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             if side == "new":
                 scores = chunked_token_scores(hidden, OutputHead(weight, None), targets, 1.0, with_entropy=True)
                 logprobs, entropy = scores.logprobs_N, scores.entropy_N.detach()
@@ -168,9 +188,9 @@ def loss_mode(args) -> None:
                 with torch.no_grad():
                     entropy = -(logprobs_NV.exp() * logprobs_NV).sum(-1)
         logprobs.sum().backward()
-        torch.cuda.synchronize()
+        synchronize()
         print(json.dumps({"mode": "loss", "side": side, "tokens": args.tokens, "vocab": vocab,
-                          "peak_gib_above_inputs": round((torch.cuda.max_memory_allocated() - base) / GiB, 2),
+                          "peak_gib_above_inputs": round((peak_bytes() - base) / GiB, 2),
                           "seconds": round(time.perf_counter() - started, 3), "entropy_mean": round(entropy.float().mean().item(), 4)}),
               flush=True)
         del logprobs, entropy, hidden
@@ -206,15 +226,15 @@ def sft_mode(args) -> None:
                                       device=policy.device, dtype=torch.bfloat16, optimizer=policy.optimizer,
                                       max_tokens_per_batch=budget(policy) if side == "new" else None)
         sft.train_step(state, 0, 1.0)  # warm-up: optimizer state allocated
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        synchronize()
+        reset_peak()
         started = time.perf_counter()
         try:
             stats = sft.train_step(state, 1, 1.0)
-            torch.cuda.synchronize()
+            synchronize()
             seconds = time.perf_counter() - started
             result = {"tokens_per_s": round(stats.tokens / seconds), "seconds": round(seconds, 2),
-                      "peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 1)}
+                      "peak_gib": round(peak_bytes() / GiB, 1)}
         except torch.OutOfMemoryError:
             policy.optimizer.zero_grad(set_to_none=True)
             result = {"oom": True}
@@ -279,11 +299,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=16, help="sft mode: rows per step")
     parser.add_argument("--row-tokens", type=int, default=4096)
     parser.add_argument("--legacy", action="store_true")
+    parser.add_argument("--device", default="cuda")
     args, rest = parser.parse_known_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.mode == "child":
         return child_mode([a for a in rest if a != "--"], args.legacy)
     if args.mode != "cpu-memory":
-        print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "config": Path(args.config).name}), flush=True)
+        name = torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"
+        print(json.dumps({"device": name, "torch": torch.__version__, "config": Path(args.config).name}), flush=True)
     {"update": update_mode, "loss": loss_mode, "longest": longest_mode, "sft": sft_mode, "cpu-memory": cpu_memory_mode}[args.mode](args)
 
 

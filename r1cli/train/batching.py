@@ -37,8 +37,8 @@ def within_budget(indices: list[int], padded_size: Callable[[list[int]], int], l
 def token_budget(requested: int | None, network, device: torch.device, dtype: torch.dtype, checkpointing: bool) -> int:
     """--max-tokens-per-batch, or where it is not given an estimate from the model's shape and the
     memory free now (call it once the rollout engine has taken its share): the activations a
-    token keeps for the backward pass, ~(10 H + 4 I) elements per layer (H per layer and one
-    layer's worth with gradient checkpointing), into SHARE of what weights, gradients and
+    token keeps for the backward pass, ~(10 H + 4 I) compute-dtype elements and 2 H residual
+    ones per layer (a residual H per layer and one layer's worth with gradient checkpointing), into SHARE of what weights, gradients and
     AdamW's moments leave. Rounded down to a power of two, so that it does not drift between runs."""
     if requested:
         return requested
@@ -47,8 +47,9 @@ def token_budget(requested: int | None, network, device: torch.device, dtype: to
     intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
     layers = config.num_hidden_layers
     element = torch.finfo(dtype).bits // 8
-    per_layer = (10 * hidden + 4 * intermediate) * element + 8 * hidden  # + the fp32 statistics of two norms
-    per_token = layers * hidden * element + per_layer if checkpointing else layers * per_layer
+    residual = next(network.parameters()).element_size()  # the residual stream is in the weights' dtype (fp32 masters)
+    per_layer = (10 * hidden + 4 * intermediate) * element + 2 * hidden * residual
+    per_token = layers * hidden * residual + per_layer if checkpointing else layers * per_layer
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     available = free_memory(device) - 12 * trainable  # fp32 gradients and two AdamW moments, allocated at the first step
     tokens = max(MIN_TOKENS, int(SHARE * max(available, 0) / per_token))
