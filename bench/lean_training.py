@@ -35,12 +35,12 @@ DEVICE = torch.device("cuda")  # --device cpu: a smoke run of the GPU modes with
 
 def synchronize() -> None:
     if DEVICE.type == "cuda":
-        synchronize()
+        torch.cuda.synchronize()
 
 
 def reset_peak() -> None:
     if DEVICE.type == "cuda":
-        reset_peak()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def peak_bytes() -> int:
