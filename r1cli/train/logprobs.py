@@ -22,8 +22,12 @@ import torch.nn.functional as F
 
 from r1cli.modeling import hf_base
 
-# Bytes of one chunk's fp32 logits; the backward pass holds about four such buffers at once.
-CHUNK_BYTES = 128 * 2**20
+# A chunk's fp32 logits take at least MIN_CHUNK_BYTES and at most MAX_CHUNK_BYTES (the passes
+# hold two or three such buffers at once); in between, a call makes about vocabulary / hidden
+# chunks, so the chunk logits are about the size of the hidden states and the fixed cost of a
+# chunk (the [V, H] weight-gradient accumulation) is paid ~V/H times, not once per few hundred tokens.
+MIN_CHUNK_BYTES = 128 * 2**20
+MAX_CHUNK_BYTES = 1024 * 2**20
 
 # Architectures whose causal-LM logits are exactly `lm_head(decoder(...))`: their tokens can be
 # scored from the decoder's hidden states. Others (logit soft-capping, logit scales) are scored
@@ -91,7 +95,7 @@ def score_tokens(network, inputs: dict[str, torch.Tensor], scored_BL: torch.Tens
 def chunked_token_scores(hidden_NH: torch.Tensor, head: OutputHead, targets_N: torch.Tensor, temperature: float = 1.0,
                          with_entropy: bool = False, chunk_tokens: int | None = None) -> TokenScores:
     """`score_tokens` from hidden states: the head applied CHUNK_TOKENS rows at a time."""
-    chunk = chunk_tokens or default_chunk_tokens(head.weight_VH.shape[0])
+    chunk = chunk_tokens or default_chunk_tokens(hidden_NH.shape[0], *head.weight_VH.shape)
     logprobs_N, entropy_N = _ChunkedTokenScores.apply(hidden_NH, head.weight_VH, head.bias_V, targets_N,
                                                       max(temperature, 1e-6), chunk, compute_dtype(hidden_NH))
     return TokenScores(logprobs_N, entropy_N if with_entropy else None)
@@ -102,14 +106,16 @@ def teacher_kl_sum(student_hidden_NH: torch.Tensor, student_head: OutputHead, te
     """Sum over the N tokens of KL(teacher || student) between next-token distributions over the
     first VOCAB_SIZE entries (rows past the tokenizer are embedding padding). Gradient: student only."""
     student, teacher = student_head.sliced(vocab_size), teacher_head.sliced(vocab_size)
-    chunk = chunk_tokens or default_chunk_tokens(vocab_size)
+    chunk = chunk_tokens or default_chunk_tokens(student_hidden_NH.shape[0], vocab_size, student_hidden_NH.shape[1])
     return _ChunkedTeacherKL.apply(student_hidden_NH, student.weight_VH, student.bias_V, teacher_hidden_NH.detach(),
                                    teacher.weight_VH.detach(), None if teacher.bias_V is None else teacher.bias_V.detach(),
                                    chunk, compute_dtype(student_hidden_NH))
 
 
-def default_chunk_tokens(vocab_size: int) -> int:
-    return max(16, CHUNK_BYTES // (4 * max(1, vocab_size)))
+def default_chunk_tokens(tokens: int, vocab_size: int, hidden_size: int) -> int:
+    row_bytes = 4 * max(1, vocab_size)
+    smallest, largest = max(16, MIN_CHUNK_BYTES // row_bytes), max(16, MAX_CHUNK_BYTES // row_bytes)
+    return min(largest, max(smallest, -(-tokens * hidden_size // max(1, vocab_size))))
 
 
 def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -134,6 +140,13 @@ def _logits(hidden_CH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tens
     return F.linear(hidden_CH.to(weight_VH.dtype), weight_VH, bias_V).float()
 
 
+def _log_softmax(hidden_CH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    logits_CV = _logits(hidden_CH, weight_VH, bias_V)
+    if temperature != 1.0:
+        logits_CV.div_(temperature)
+    return logits_CV.log_softmax(-1)
+
+
 def _cast(weight_VH: torch.Tensor, bias_V: torch.Tensor | None, dtype: torch.dtype):
     # Once per call, not per chunk: the cast weight is the one large temporary (V x H).
     return weight_VH.to(dtype), None if bias_V is None else bias_V.to(dtype)
@@ -148,9 +161,9 @@ class _ChunkedTokenScores(torch.autograd.Function):
         with torch.no_grad():
             for start in range(0, hidden_NH.shape[0], chunk):
                 rows = slice(start, start + chunk)
-                logprobs_CV = (_logits(hidden_NH[rows], weight, bias) / temperature).log_softmax(-1)
+                logprobs_CV = _log_softmax(hidden_NH[rows], weight, bias, temperature)
                 logprobs_N[rows] = logprobs_CV.gather(-1, targets_N[rows, None]).squeeze(-1)
-                entropy_N[rows] = -(logprobs_CV.exp() * logprobs_CV).sum(-1)
+                entropy_N[rows] = -logprobs_CV.exp().mul_(logprobs_CV).sum(-1)
         ctx.save_for_backward(hidden_NH, weight_VH, bias_V, targets_N, entropy_N)
         ctx.settings = (temperature, chunk, dtype)
         ctx.set_materialize_grads(False)  # an output nobody differentiates (usually the entropy) costs nothing
@@ -169,16 +182,21 @@ class _ChunkedTokenScores(torch.autograd.Function):
         for start in range(0, hidden_NH.shape[0], chunk):
             rows = slice(start, start + chunk)
             hidden = hidden_NH[rows]
-            logprobs_CV = (_logits(hidden, weight, bias) / temperature).log_softmax(-1)
+            logprobs_CV = _log_softmax(hidden, weight, bias, temperature)
             probs_CV = logprobs_CV.exp()
-            grad_z_CV = torch.zeros_like(probs_CV)  # z = logits / T
-            if grad_logprobs_N is not None:  # d log p_y / dz = onehot(y) - p
-                grad_CV = grad_logprobs_N[rows, None].float()
-                grad_z_CV = -probs_CV * grad_CV
-                grad_z_CV.scatter_add_(-1, targets_N[rows, None], grad_CV)
+            # The gradient with respect to z = logits / T, built in place in the two buffers.
             if grad_entropy_N is not None:  # d H / dz = -p (log p + H)
-                grad_z_CV -= grad_entropy_N[rows, None] * probs_CV * (logprobs_CV + entropy_N[rows, None])
-            _accumulate(grad_z_CV / temperature, hidden, weight, rows, grad_hidden, grad_weight, grad_bias)
+                grad_z_CV = logprobs_CV.add_(entropy_N[rows, None]).mul_(probs_CV).mul_(-grad_entropy_N[rows, None])
+                if grad_logprobs_N is not None:
+                    grad_z_CV.addcmul_(probs_CV, grad_logprobs_N[rows, None], value=-1)
+            else:
+                del logprobs_CV
+                grad_z_CV = probs_CV.mul_(-grad_logprobs_N[rows, None])
+            if grad_logprobs_N is not None:  # d log p_y / dz = onehot(y) - p
+                grad_z_CV.scatter_add_(-1, targets_N[rows, None], grad_logprobs_N[rows, None].float())
+            if temperature != 1.0:
+                grad_z_CV.div_(temperature)
+            _accumulate(grad_z_CV, hidden, weight, rows, grad_hidden, grad_weight, grad_bias)
         return (grad_hidden, _like(grad_weight, weight_VH), _like(grad_bias, bias_V), None, None, None, None)
 
 
