@@ -9,11 +9,13 @@ lines on stderr do not do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -57,7 +59,7 @@ class _Pipe:
             [browser, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-extensions", "--disable-background-networking", "--hide-scrollbars", f"--user-data-dir={profile}",
              "about:blank"],
-            close_fds=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=False, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=lambda: (os.dup2(to_browser_r, 3), os.dup2(from_browser_w, 4)))  # dup2'd fds survive exec
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -97,7 +99,17 @@ class _Pipe:
             self.receive(deadline)
 
     def close(self) -> None:
-        self.process.kill()
+        """Ask the browser to quit; whatever of its process group is left after 10 s is killed."""
+        try:
+            self.send("Browser.close", timeout=5)
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # its helper processes too
         self.process.wait()
         os.close(self._to_browser)
         os.close(self._from_browser)
@@ -113,7 +125,7 @@ def _high(fd: int) -> int:
 def render(browser: str, page: Path, width: int = 1200, height: int = 1600) -> Rendered:
     """Load PAGE (a file) in headless BROWSER; the screenshot of its first WIDTH x HEIGHT pixels,
     and every console error or warning, uncaught exception and log error it caused."""
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         pipe = _Pipe(browser, profile)
         try:
             target = pipe.send("Target.createTarget", {"url": "about:blank"})["targetId"]

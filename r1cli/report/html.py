@@ -69,7 +69,8 @@ class Stage:
     parent: tuple[str, str] = ("", "")  # (text, anchor of the parent's section or "")
     curves: str = ""  # PNG as base64
     steps: list[StepSamples] = field(default_factory=list)
-    eval_row: list[str] | None = None
+    eval_row: tuple[list[str], list[str]] | None = None  # (header, row) of the checkpoint this run made
+    root: Path | None = None  # the RUN_DIR it was found in
 
     @property
     def command(self) -> str:
@@ -82,28 +83,28 @@ class EvalTable:
     header: list[str]
     rows: list[list[str]]
     wall_minutes: str | None
+    root: Path | None = None  # the RUN_DIR it was found in: its rows name that pipeline's runs
 
 
 @dataclass
 class Discovered:
     stages: list[Stage]
     tables: list[EvalTable]
+    read: list[Path]  # every file the page is made from
 
 
 def write_report(job: ReportJob) -> None:
     """Write one HTML page: the eval table, then each stage run's options, curves and logged samples."""
     check_file_output(str(job.out), [str(path) for path in job.run_dirs])
     found = discover(job.run_dirs)
+    check_file_output(str(job.out), [str(path) for path in found.read])
     order_by_lineage(found.stages)
-    rows = {row[0]: row for table in found.tables for row in table.rows}
+    rows = {(table.root, row[0]): (table.header, row) for table in found.tables for row in table.rows}
     for stage in found.stages:
-        stage.eval_row = rows.get(stage.path.name)
+        stage.eval_row = rows.get((stage.root, stage.path.name))
         stage.curves = stage_curves(stage, job.smooth)
-        if stage.command == "grpo" or (stage.path / SAMPLES).is_file():
-            stage.steps = logged_samples(stage)
-    header = found.tables[0].header if found.tables else []
-    page = render(title=", ".join(str(path) for path in job.run_dirs), stages=found.stages, tables=found.tables,
-                  header=header, note=TABLE_NOTE)
+        stage.steps = logged_samples(stage)
+    page = render(title=", ".join(str(path) for path in job.run_dirs), stages=found.stages, tables=found.tables, note=TABLE_NOTE)
     write_text(job.out, page)
     samples = sum(len(step.samples) for stage in found.stages for step in stage.steps)
     log(f"wrote {job.out} ({len(found.stages)} runs, {len(found.tables)} eval tables, {samples} logged samples)")
@@ -117,6 +118,7 @@ def discover(run_dirs: list[Path]) -> Discovered:
     metrics.jsonl), and the eval tables beside them (summary.json files, else eval reports)."""
     stages: dict[Path, Stage] = {}
     tables: list[EvalTable] = []
+    read: list[Path] = []
     for root in run_dirs:
         if not root.exists():
             raise UserError(f"{root}: no such directory")
@@ -126,13 +128,15 @@ def discover(run_dirs: list[Path]) -> Discovered:
         if not runs:
             raise UserError(f"{root}: holds no r1 run (no directory with r1.json or metrics.jsonl)")
         for path in runs:
-            name = path.name if path == root else str(path.relative_to(root))
-            if len(run_dirs) > 1 and path != root:
-                name = f"{root.name}/{name}"
-            stages.setdefault(path.resolve(), load_stage(name, path))
-        tables += eval_tables(candidates)
+            name = str(path.relative_to(root)) if path != root else path.name
+            if len(run_dirs) > 1:  # runs of several pipelines: named with their pipeline's (or parent's) directory
+                name = f"{root.name}/{name}" if path != root else f"{root.resolve().parent.name}/{name}"
+            stages.setdefault(path.resolve(), load_stage(name, path, root))
+        tables += eval_tables(candidates, root)
+        read += candidates
     unique_anchors(list(stages.values()))
-    return Discovered(list(stages.values()), tables)
+    read += [stage.path / name for stage in stages.values() for name in (LINEAGE, METRICS, SAMPLES) if (stage.path / name).is_file()]
+    return Discovered(list(stages.values()), tables, read)
 
 
 def walk(root: Path) -> tuple[list[Path], list[Path]]:
@@ -162,11 +166,11 @@ def is_run(directory: Path) -> bool:
     return isinstance(lineage, dict) and "command" in lineage and "overall" not in lineage
 
 
-def load_stage(name: str, path: Path) -> Stage:
+def load_stage(name: str, path: Path, root: Path) -> Stage:
     finished = (path / LINEAGE).is_file()
     lineage = read_lineage(path / LINEAGE) if finished else latest_checkpoint_lineage(path)
     metrics = read_log(path / METRICS) if (path / METRICS).is_file() else []
-    return Stage(name=name, path=path, lineage=lineage, finished=finished, metrics=metrics)
+    return Stage(name=name, path=path, lineage=lineage, finished=finished, metrics=metrics, root=root)
 
 
 def read_lineage(path: Path) -> dict:
@@ -203,7 +207,7 @@ def read_log(path: Path) -> list[Record]:
     return records
 
 
-def eval_tables(candidates: list[Path]) -> list[EvalTable]:
+def eval_tables(candidates: list[Path], root: Path) -> list[EvalTable]:
     """The tables of the `r1 summary` files among CANDIDATES; without any, one of the `r1 eval` reports."""
     summaries, reports = [], {}
     for path in candidates:
@@ -219,10 +223,10 @@ def eval_tables(candidates: list[Path]) -> list[EvalTable]:
         blocks = {name: check_overall(block, f"{path}: checkpoints.{name}") for name, block in summary["checkpoints"].items()}
         wall = summary.get("wall_seconds")
         minutes = f"{wall / 60:.1f}" if isinstance(wall, (int, float)) and math.isfinite(wall) else None
-        tables.append(EvalTable(str(path), *table_cells(blocks), minutes))
+        tables.append(EvalTable(str(path), *table_cells(blocks), minutes, root))
     if not summaries and reports:
         tables.append(EvalTable(", ".join(sorted({str(p.parent) for p in candidates if p.stem in reports})),
-                                *table_cells(dict(sorted(reports.items()))), None))
+                                *table_cells(dict(sorted(reports.items()))), None, root))
     return [table for table in tables if table.rows]
 
 
@@ -253,8 +257,8 @@ def unique_anchors(stages: list[Stage]) -> None:
 
 def order_by_lineage(stages: list[Stage]) -> None:
     """Parents before children (the parent checkpoint, and a distillation's teacher), depth first,
-    so that each chain of stages reads in one piece; siblings by the time each run finished,
-    unfinished runs last."""
+    so that each chain of stages reads in one piece; siblings by the time each run finished (then
+    as found), unfinished runs last."""
     parents = {id(stage): [p for p in (find_stage(ref, stages) for ref in references(stage)) if p is not None and p is not stage]
                for stage in stages}
     for stage in stages:
@@ -263,8 +267,10 @@ def order_by_lineage(stages: list[Stage]) -> None:
         found = find_stage(ref, stages)
         stage.parent = (found.name, found.anchor) if found else (str(ref) if ref else "", "")
 
+    found = {id(stage): index for index, stage in enumerate(stages)}  # the order RUN_DIRS were given in
+
     def key(stage: Stage) -> tuple:
-        return (not stage.finished, str(stage.lineage.get("written_at") or ""), stage.name)
+        return (not stage.finished, str(stage.lineage.get("written_at") or ""), found[id(stage)])
 
     ordered: list[Stage] = []
     chain: list[Stage] = []  # the stages whose children come next, innermost last
@@ -325,11 +331,12 @@ def stage_curves(stage: Stage, smooth: int) -> str:
 
 def logged_samples(stage: Stage) -> list[StepSamples]:
     """The run's samples.jsonl grouped by step, in step order. A resumed run logs again the steps
-    after its last checkpoint: a step that reappears later in the file keeps its last logging."""
+    after its last checkpoint: a step logged again after later ones keeps its last logging, and a
+    step logged twice in a row (the same lines: a resumed run draws what the lost one drew) shows once."""
     path = stage.path / SAMPLES
     if not path.is_file():
         return []
-    by_step: dict[int, list[Sample]] = {}
+    by_step: dict[int, list[Record]] = {}
     previous = None
     for record in read_log(path):
         step = record.get("step")
@@ -337,10 +344,20 @@ def logged_samples(stage: Stage) -> list[StepSamples]:
             raise UserError(f"{record.where}: field 'step' must be an integer, got {json.dumps(step)[:40]}")
         if step != previous and step in by_step:
             by_step[step] = []
-        by_step.setdefault(step, []).append(to_sample(record))
+        by_step.setdefault(step, []).append(record)
         previous = step
     metrics = {record.get("step"): record for record in stage.metrics}
-    return [StepSamples(step, by_step[step], step_metrics(metrics.get(step))) for step in sorted(by_step)]
+    counts = [len(records) for records in by_step.values()]
+    per_logging = max(sorted(set(counts)), key=counts.count, default=1)  # every logging of a run writes as many lines
+    return [StepSamples(step, [to_sample(r) for r in once(by_step[step], per_logging)], step_metrics(metrics.get(step)))
+            for step in sorted(by_step)]
+
+
+def once(records: list[Record], per_logging: int) -> list[Record]:
+    """RECORDS without a logging repeated whole (PER_LOGGING lines, logged again the same); two
+    equal samples within one logging (a group's completions may be the same) stay."""
+    chunks = [records[i:i + per_logging] for i in range(0, len(records), per_logging)]
+    return chunks[0] if len(chunks) > 1 and all(chunk == chunks[0] for chunk in chunks) else records
 
 
 def to_sample(record: Record) -> Sample:
