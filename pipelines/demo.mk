@@ -19,11 +19,16 @@ $(RUN_DIR)/summary.json: $(RUN_DIR)/eval/base.json $(RUN_DIR)/eval/r1-zero.json 
 $(RUN_DIR)/curves.png: $(foreach r,$(RL_RUNS),$(RUN_DIR)/$(r)/r1.json)
 	$(R1) plot $(foreach r,$(RL_RUNS),$(RUN_DIR)/$(r)/metrics.jsonl) --out $@
 
+# One page to read the whole run: the table, each stage's options and curves, and the completions
+# each RL stage logged, step by step.
+$(RUN_DIR)/report.html: $(RUN_DIR)/summary.json $(foreach r,$(RL_RUNS),$(RUN_DIR)/$(r)/r1.json)
+	$(R1) report $(RUN_DIR) --out $@
+
 demo: $(STAMP)
 	$(MAKE) --no-print-directory $(call done,$(BASE))
 	export OMP_NUM_THREADS=1; $(MAKE) --no-print-directory $(DEMO_SIDE) & side=$$!; \
 	  $(MAKE) --no-print-directory $(DEMO_CHAIN) || { wait $$side; exit 1; }; wait $$side
-	$(MAKE) --no-print-directory $(RUN_DIR)/summary.json $(RUN_DIR)/curves.png DEMO_STARTED=$(DEMO_STARTED)
+	$(MAKE) --no-print-directory $(RUN_DIR)/summary.json $(RUN_DIR)/curves.png $(RUN_DIR)/report.html DEMO_STARTED=$(DEMO_STARTED)
 	@cat $(RUN_DIR)/summary.md
-	@echo "curves: $(RUN_DIR)/curves.png  checkpoints, metrics and samples: $(RUN_DIR)/*/"
+	@echo "report: $(RUN_DIR)/report.html  curves: $(RUN_DIR)/curves.png  checkpoints, metrics and samples: $(RUN_DIR)/*/"
 .PHONY: demo

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from r1cli import __version__, config_files
-from r1cli.commands import distill, filter, grpo, mix, plot, sample, sft, summary, toy
+from r1cli.commands import distill, filter, grpo, mix, plot, report, sample, sft, summary, toy
 from r1cli.commands import eval as evaluate
 from r1cli.console import console
 from r1cli.console import error as print_error
@@ -54,6 +54,7 @@ app.command("distill")(distill.distill)
 app.command("eval")(evaluate.evaluate)
 app.command("plot")(plot.plot)
 app.command("summary")(summary.summary)
+app.command("report")(report.report)
 app.add_typer(toy.app, name="toy")
 
 

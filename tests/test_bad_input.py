@@ -322,6 +322,24 @@ def plot(e: Env, *extra: str, records: tuple[dict, ...] = (METRICS, {**METRICS, 
     return ["plot", e.jsonl("metrics.jsonl", *records), "--out", e.out("curves.png"), *extra]
 
 
+def run_dir(e: Env, name: str = "runs/run") -> str:
+    """A finished run as r1 leaves one (its lineage and metrics), for `r1 report`."""
+    e.write(f"{name}/r1.json", json.dumps({"command": "grpo", "argv": ["r1", "grpo"], "options": {}, "parent": {}, "step": 2}))
+    e.jsonl(f"{name}/metrics.jsonl", METRICS, {**METRICS, "step": 2})
+    return e.path(name)
+
+
+def broken_run(e: Env, name: str, data: str | bytes) -> str:
+    """A run whose file NAME holds DATA."""
+    run = run_dir(e)
+    e.write(f"runs/run/{name}", data)
+    return run
+
+
+def report_page(e: Env, *run_dirs: str) -> list[str]:
+    return ["report", *(run_dirs or (run_dir(e),)), "--out", e.out("report.html")]
+
+
 def disk_full(e: Env, monkeypatch) -> None:
     DiskFull(monkeypatch, e.root)
 
@@ -496,6 +514,19 @@ def option_cases() -> list[Case]:
         Case("plot/no-default-metric-logged", lambda e: plot(e, records=({"step": 1, "tokens_seen": 1.0},)), ("--metric", "tokens_seen")),
         Case("plot/label-count", lambda e: plot(e, "--label", "a", "--label", "b"), ("--label",)),
         Case("plot/smooth-0", lambda e: plot(e, "--smooth", "0"), ("--smooth",)),
+        # report
+        Case("report/run-dir-missing", lambda e: report_page(e, e.path("runs")), ("runs", "no such directory")),
+        Case("report/run-dir-a-file", lambda e: report_page(e, e.write("runs", "x")), ("runs", "is a file")),
+        Case("report/no-runs-inside", lambda e: report_page(e, e.dir("runs/data")), ("runs/data", "holds no r1 run")),
+        Case("report/one-of-two-missing", lambda e: report_page(e, run_dir(e), e.path("other")), ("other", "no such directory")),
+        Case("report/samples-bad-line", lambda e: report_page(e, broken_run(e, "samples.jsonl", '{"step": 1}\n{\n')),
+             ("samples.jsonl:2", "not valid JSON")),
+        Case("report/samples-step-a-string", lambda e: report_page(e, broken_run(e, "samples.jsonl", '{"step": "one"}\n')),
+             ("samples.jsonl:1", "'step'")),
+        Case("report/metrics-bad-line", lambda e: report_page(e, broken_run(e, "metrics.jsonl", json.dumps(METRICS) + "\n[1]\n")),
+             ("metrics.jsonl:2", "JSON object")),
+        Case("report/lineage-not-json", lambda e: report_page(e, broken_run(e, "r1.json", "{")), ("r1.json", "not a readable r1.json")),
+        Case("report/smooth-0", lambda e: report_page(e) + ["--smooth", "0"], ("--smooth",)),
         # toy
         Case("toy/base-size-nope", lambda e: ["toy", "base", e.out("toy-ckpt"), "--size", "nope"], ("--size 'nope'", "base, student")),
         Case("toy/data-into-a-file", lambda e: ["toy", "data", e.existing_file("world")], ("world", "is a file")),
@@ -514,6 +545,7 @@ def output_cases() -> list[Case]:
         "eval-samples": lambda e, o: ["eval", "--samples", e.jsonl("samples.jsonl", SAMPLE), "--out", o],
         "summary": lambda e, o: ["summary", report(e), "--out", o],
         "plot": lambda e, o: ["plot", e.jsonl("metrics.jsonl", METRICS), "--out", o],
+        "report": lambda e, o: ["report", run_dir(e), "--out", o],
     }
     own_input = {
         "sample": lambda e: ["sample", e.ckpt, e.keep(e.jsonl("prompts.jsonl", PROMPT)), "--out", e.path("prompts.jsonl"), *SAMPLING],
@@ -525,6 +557,10 @@ def output_cases() -> list[Case]:
         "eval-samples": lambda e: ["eval", "--samples", e.keep(e.jsonl("samples.jsonl", SAMPLE)), "--out", e.path("samples.jsonl")],
         "summary": lambda e: ["summary", report(e), "--out", e.keep(e.path("base.json"))],
         "plot": lambda e: ["plot", e.keep(e.jsonl("metrics.jsonl", METRICS)), "--out", e.path("metrics.jsonl")],
+        "report-metrics": lambda e: ["report", run_dir(e), "--out", e.keep(e.path("runs/run/metrics.jsonl"))],
+        "report-summary": lambda e: ["report", run_dir(e) and e.path("runs"), "--out",
+                                     e.keep(e.write("runs/summary.json", json.dumps({"checkpoints": {"run": REPORT["overall"]}})))],
+        "report-run-dir": lambda e: ["report", e.keep(run_dir(e)), "--out", e.path("runs/run")],
         "sft": lambda e: ["sft", e.keep(e.ckpt), e.jsonl("train.jsonl", TRAINING), "--out", e.ckpt, *SFT],
         "sft-data": lambda e: ["sft", e.ckpt, e.keep(e.jsonl("train.jsonl", TRAINING)), "--out", e.path("train.jsonl"), *SFT],
         "grpo": lambda e: ["grpo", e.keep(e.ckpt), e.jsonl("prompts.jsonl", PROMPT), "--out", e.ckpt, *GRPO],
@@ -556,6 +592,7 @@ def environment_cases() -> list[Case]:
         Case("eval-samples/disk-full", eval_samples, ("report.json: no space left",), setup=disk_full),
         Case("summary/disk-full", lambda e: summary(e, report(e)), ("summary.json: no space left",), setup=disk_full),
         Case("plot/disk-full", plot, ("curves.png: no space left",), setup=disk_full),
+        Case("report/disk-full", report_page, ("report.html: no space left",), setup=disk_full),
         Case("toy/data-disk-full", lambda e: ["toy", "data", e.out("world")], ("world", "no space left"), setup=disk_full),
         Case("sample/disk-full", sample, space, setup=disk_full, resumable=True),
         Case("sft/disk-full", sft, space, setup=disk_full, resumable=True),

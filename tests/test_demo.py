@@ -25,3 +25,7 @@ def test_make_demo_tells_the_r1_story(tmp_path):
     assert 0 < summary["wall_seconds"] <= 15 * 60
     assert "| r1 |" in (run_dir / "summary.md").read_text()
     assert (run_dir / "curves.png").read_bytes().startswith(b"\x89PNG")
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    for run in ("base", "cold-start", "r1-zero", "r1-reasoning", "r1-sft", "r1", "student-base", "student-distill"):
+        assert f'<section class="stage" id="run-{run}"' in page
+    assert page.count('<details class="step"') >= 3 and "<script" not in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,14 @@ def draw_curves(job: PlotJob) -> None:
         raise UserError(f"{files}: none of the default metrics ({', '.join(names)}) is logged; choose with --metric "
                         f"(logged: {', '.join(sorted(logged)) or 'nothing'})")
 
+    png = curves_png(runs, names, smooth, title)
+    with atomic_path(out) as temporary:
+        temporary.write_bytes(png)
+    log(f"wrote {out} ({len(names)} panels, {len(runs)} runs)")
+
+
+def curves_png(runs: list[tuple[str, list]], names: list[str], smooth: int, title: str | None = None, dpi: int = 110) -> bytes:
+    """The curves as PNG bytes: one panel per metric NAME, one line per (label, metrics records) run."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -74,10 +83,10 @@ def draw_curves(job: PlotJob) -> None:
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    with atomic_path(out) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
     plt.close(figure)
-    log(f"wrote {out} ({len(names)} panels, {len(runs)} runs)")
+    return buffer.getvalue()
 
 
 def default_metrics(logged: set[str]) -> list[str]:

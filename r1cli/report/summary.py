@@ -95,10 +95,21 @@ def check_overall(block: dict, path: str) -> dict:
 
 def markdown_table(checkpoints: dict[str, dict]) -> str:
     """One row per checkpoint; k is the largest k the reports share (pass@k, maj@k)."""
+    header, rows = table_cells(checkpoints)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + TABLE_NOTE
+
+
+TABLE_NOTE = "(percentages; tokens = mean completion tokens)"
+
+
+def table_cells(checkpoints: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """The table's header and rows as text (what summary.md and `r1 report` show alike)."""
     ks = [max((int(key[5:]) for key in block if key.startswith("pass@")), default=1) for block in checkpoints.values()]
     k = min(ks, default=1)
     header = ["checkpoint"] + [title.replace("@k", f"@{k}") for _, title, _ in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for name, block in checkpoints.items():
         cells = [name]
         for key, _, percent in COLUMNS:
@@ -107,5 +118,5 @@ def markdown_table(checkpoints: dict[str, dict]) -> str:
                 cells.append("–")
             else:
                 cells.append(f"{100 * value:.1f}" if percent else f"{value:.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n(percentages; tokens = mean completion tokens)"
+        rows.append(cells)
+    return header, rows
