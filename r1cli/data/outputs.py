@@ -246,7 +246,9 @@ def _sampled_blocks(file: Path) -> bytes:
 
 
 def _cached_snapshot(name: str) -> Path | None:
-    if name.startswith((".", "/")) or name.count("/") != 1:
+    from r1cli.hub import is_hub_name
+
+    if not is_hub_name(name):
         return None
     try:
         from huggingface_hub import snapshot_download

@@ -20,7 +20,7 @@ from r1cli.data.records import (
     write_records,
 )
 from r1cli.errors import UserError
-from r1cli.options import ComputeOptions, GenerationOptions, PromptOptions, RewardSettings
+from r1cli.options import ComputeOptions, DataOptions, GenerationOptions, PromptOptions, RewardSettings
 from r1cli.recipes.sample import SampleJob, run_sample
 from r1cli.report.metrics import report_block
 from r1cli.rewards.registry import Scorer, parse_rewards, reward_options
@@ -46,6 +46,7 @@ class EvalJob:
     rewards: RewardSettings = RewardSettings()
     seed: int = 0
     overwrite: bool = False
+    source: DataOptions = DataOptions()  # the split and subset of DATA's (or SAMPLES') dataset inputs
 
 
 def run_eval(job: EvalJob) -> None:
@@ -58,7 +59,7 @@ def run_eval(job: EvalJob) -> None:
         if model or data:
             raise UserError("give either MODEL DATA... or --samples FILE, not both")
         check_file_output(str(out), [samples])
-        records = _read_samples(samples)
+        records = _read_samples(samples, job.source)
         ks = parse_ks(k, min(len(group) for group in _by_id(records).values()))
     else:
         if not model or not data:
@@ -70,13 +71,14 @@ def run_eval(job: EvalJob) -> None:
         check_file_output(str(out), data)
         check_file_output(str(samples_path), data)
         with exclusive(out):
-            prompts = _prompts_file(data, out, job.prompt.prompt_key, job.prompt.answer_key)
+            prompts = _prompts_file(data, out, job.prompt.prompt_key, job.prompt.answer_key, job.source)
             if len(data) > 1 and "dataset" not in groups:
                 groups.insert(0, "dataset")
             # Several files were merged into prompt records with the standard field names.
             prompt = job.prompt if len(data) == 1 else replace(job.prompt, prompt_key="prompt", answer_key="answer")
             run_sample(SampleJob(model, str(prompts), str(samples_path), n=n, prompt=prompt, generation=job.generation,
-                                 compute=job.compute, seed=job.seed, overwrite=job.overwrite))
+                                 compute=job.compute, seed=job.seed, overwrite=job.overwrite,
+                                 source=job.source if len(data) == 1 else DataOptions()))
         records = _read_samples(str(samples_path))
 
     scorer = Scorer(specs)
@@ -109,13 +111,13 @@ def parse_ks(text: str | None, n: int) -> list[int]:
     return ks
 
 
-def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str) -> str:
-    """One file: itself. Several: their prompt records, each with its `dataset`, beside the report."""
+def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str, source: DataOptions) -> str:
+    """One input: itself. Several: their prompt records, each with its `dataset`, beside the report."""
     if len(data) == 1:
         return data[0]
     combined = []
     for path in data:
-        for record in read_records(path):
+        for record in read_records(path, source):
             prompt = to_prompt_record(record, prompt_key, answer_key)
             prompt.setdefault("dataset", Path(path).stem if Path(path).stem != "test" else Path(path).parent.name)
             prompt["id"] = f"{prompt['dataset']}/{prompt['id']}"
@@ -125,12 +127,12 @@ def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str) 
     return str(path)
 
 
-def _read_samples(path: str) -> list[Record]:
+def _read_samples(path: str, source: DataOptions | None = None) -> list[Record]:
     """Sample records from any generator: `completion` is required; `id` and `sample` derived
     (a hash of the prompt; the order within a prompt) when absent."""
     records = []
     counters: dict[str, int] = defaultdict(int)
-    for record in read_records(path):
+    for record in read_records(path, source):
         check_sample_fields(record, prompt_required=False)
         if record.get("id") is None:
             record["id"] = prompt_id(record.get("prompt", ""))

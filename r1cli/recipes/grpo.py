@@ -24,6 +24,7 @@ from r1cli.errors import UserError
 from r1cli.modeling import load_model, prepare_for_training, resolve_device, resolve_dtype
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     LoraOptions,
     PromptOptions,
     RewardSettings,
@@ -77,6 +78,7 @@ class GRPOConfig:
     compute: ComputeOptions = ComputeOptions()
     run: RunOptions = RunOptions()
     rewards: RewardSettings = RewardSettings()
+    source: DataOptions = DataOptions()
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
@@ -118,7 +120,8 @@ def run_grpo(config: GRPOConfig) -> None:
     if any(spec.name == "code" for spec in specs):
         require_isolation("--reward code")
     options = config.options()
-    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts}, may_change=RESUME_MAY_CHANGE)
+    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts}, may_change=RESUME_MAY_CHANGE,
+                                 source=config.source)
     with runs.exclusive(out):
         if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts]):
             return
@@ -130,7 +133,7 @@ def run_grpo(config: GRPOConfig) -> None:
         engine = make_rollout_engine(config, policy, setup.tokenizer)
         scorer = Scorer(specs)
         writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([config.prompts]), policy.dtype)
+                                ckpt.describe_inputs([config.prompts], config.source), policy.dtype)
         sampling = config.sampling()
         log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
             f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}")
@@ -181,7 +184,7 @@ def refresh(engine, policy: Policy, config: GRPOConfig, step: int) -> float:
 
 
 def load_prompts(config: GRPOConfig) -> list:
-    records, repeated = unique_ids([to_prompt_record(r, config.prompt.prompt_key, config.prompt.answer_key) for r in read_records(config.prompts)])
+    records, repeated = unique_ids([to_prompt_record(r, config.prompt.prompt_key, config.prompt.answer_key) for r in read_records(config.prompts, config.source)])
     if repeated:
         warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are used once")
     if len(records) < config.prompts_per_step:

@@ -29,7 +29,7 @@ from r1cli.data.templates import TEMPLATES, format_prompt
 from r1cli.engines.base import SamplingOptions, engine_names, make_engine
 from r1cli.errors import UserError
 from r1cli.modeling import resolve_device, resolve_dtype
-from r1cli.options import ComputeOptions, GenerationOptions, PromptOptions
+from r1cli.options import ComputeOptions, DataOptions, GenerationOptions, PromptOptions
 from r1cli.seeding import derive_seed
 
 
@@ -47,6 +47,7 @@ class SampleJob:
     shard: str = "0/1"
     seed: int = 0
     overwrite: bool = False
+    source: DataOptions = DataOptions()  # the split and subset of PROMPTS when it is a dataset
 
     def check(self) -> None:
         if self.prompt.template not in TEMPLATES:
@@ -106,7 +107,7 @@ def run_sample(job: SampleJob) -> None:
 
 def load_prompts(job: SampleJob) -> list[Record]:
     index, count = parse_shard(job.shard)
-    chosen = [to_prompt_record(r, job.prompt.prompt_key, job.prompt.answer_key) for i, r in enumerate(read_records(job.prompts)) if i % count == index]
+    chosen = [to_prompt_record(r, job.prompt.prompt_key, job.prompt.answer_key) for i, r in enumerate(read_records(job.prompts, job.source)) if i % count == index]
     records, repeated = unique_ids(chosen)
     if repeated:
         warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are sampled once")

@@ -9,7 +9,7 @@ the teacher's token-level KL to the cross-entropy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from r1cli.modeling import (
 )
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     LoraOptions,
     OptimizerOptions,
     RunOptions,
@@ -66,10 +67,15 @@ class SFTConfig:
     lora: LoraOptions = LoraOptions()
     compute: ComputeOptions = ComputeOptions()
     run: RunOptions = RunOptions()
+    source: DataOptions = DataOptions()  # the split and subset of DATA's dataset inputs
+    eval_split: str | None = None  # of EVAL_DATA's (default: source.split)
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
         return {**recorded_options(self), "eval_data": list(self.eval_data) or None}
+
+    def eval_source(self) -> DataOptions:
+        return replace(self.source, split=self.eval_split or self.source.split)
 
 
 @dataclass
@@ -107,14 +113,15 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
     options = config.options()
     models = {"model": config.model, **({"teacher": teacher.path} if teacher else {})}
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
-                                 may_change=RESUME_MAY_CHANGE)
+                                 may_change=RESUME_MAY_CHANGE, source=config.source)
     with runs.exclusive(out):
         if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data]):
             return
         started = time.time()
         state = prepare(config, out, identity, teacher)
         writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([*config.data, *config.eval_data]), state.dtype)
+                                ckpt.describe_inputs(config.data, config.source) + ckpt.describe_inputs(config.eval_data, config.eval_source()),
+                                state.dtype)
         metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step)
         line: dict = {}
         with progress_bar() as bar:
@@ -156,8 +163,10 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     # Full fine-tuning keeps fp32 master weights (autocast computes in DTYPE); LoRA keeps the base in DTYPE.
     network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32, seed=config.run.seed)
     template = resolve_template(config.template, tokenizer)
-    rows, truncated = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing)
-    eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False)[0] if config.eval_data else []
+    rows, truncated = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing,
+                                source=config.source)
+    eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False,
+                          source=config.eval_source())[0] if config.eval_data else []
     plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
     total_steps = plan.total_steps(config.epochs, config.max_steps)
     network = prepare_for_training(network, config.model, config.lora, config.optim.gradient_checkpointing).to(device)
@@ -177,9 +186,10 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
                     progress["step"] if progress else 0, device, dtype, truncated)
 
 
-def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool) -> tuple[list[Row], int]:
-    """The token rows of the records in PATHS, and how many examples were truncated."""
-    examples = encode_records(read_all(paths), tokenizer, template=template, max_length=max_length)
+def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool, source: DataOptions | None = None) -> tuple[list[Row], int]:
+    """The token rows of the records in PATHS (SOURCE: the split and subset of dataset inputs), and
+    how many examples were truncated."""
+    examples = encode_records(read_all(paths, source), tokenizer, template=template, max_length=max_length)
     rows = to_rows(examples, max_length=max_length, packing=packing)
     if not rows:
         raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")

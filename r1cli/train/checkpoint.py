@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from r1cli import __version__
-from r1cli.data.records import file_sha256, input_sha256, read_json_file, write_json
+from r1cli.data.records import describe_input, file_sha256, read_json_file, write_json
 from r1cli.errors import UserError
 
 LINEAGE = "r1.json"
@@ -52,8 +52,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def describe_inputs(paths: list[str]) -> list[dict]:
-    return [{"path": str(Path(p).resolve()) if p != "-" else "-", "sha256": input_sha256(p)} for p in paths]
+def describe_inputs(paths, source=None) -> list[dict]:
+    """Each input's path (a hub dataset's name, split and subset) and content sha256, for r1.json."""
+    return [describe_input(path, source) for path in paths]
 
 
 def describe_parent(model: str) -> dict:
