@@ -445,7 +445,9 @@ def check_messages(record: Record, field: str = "messages") -> list[dict]:
 
 
 def training_kind(record: Record) -> str:
-    """Which training record this is: 'messages', 'prompt_completion' or 'text'."""
+    """Which training record this is: 'messages', 'prompt_completion' or 'text'. A prompt and a
+    completion are each a string or chat messages (TRL's conversational prompt-completion records:
+    the prompt's turns, then the completion's, which holds the assistant turn to train on)."""
     if "messages" in record:
         messages = check_messages(record)
         if not any(m["role"] == "assistant" for m in messages):
@@ -455,7 +457,9 @@ def training_kind(record: Record) -> str:
         prompt = require(record, "prompt", (str, list))
         if isinstance(prompt, list):
             check_messages(record, "prompt")
-        require(record, "completion", str)
+        if isinstance(require(record, "completion", (str, list)), list):
+            if not any(m["role"] == "assistant" for m in check_messages(record, "completion")):
+                raise UserError(f"{record.where}: 'completion' has no assistant turn to train on")
         return "prompt_completion"
     if "text" in record:
         require(record, "text", str)
