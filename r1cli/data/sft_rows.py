@@ -44,6 +44,17 @@ class Row:
 # ---------------------------------------------------------------- encoding
 
 
+def trained_text(record: Record) -> str:
+    """The text a training record trains on: its assistant turns, its completion, or its text."""
+    kind = training_kind(record)
+    if kind == "text":
+        return record["text"]
+    turns = record["messages"] if kind == "messages" else record["completion"]
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(m["content"] for m in turns if m["role"] == "assistant")
+
+
 def encode_records(
     records: list[Record], tokenizer, *, template: str, max_length: int, stop_ids: Iterable[int] = ()
 ) -> list[Example]:

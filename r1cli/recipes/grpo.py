@@ -33,6 +33,7 @@ from r1cli.options import (
     RunOptions,
     recorded_options,
 )
+from r1cli.report.card import think_format_reason
 from r1cli.rewards.registry import RewardSpec, Scorer, parse_rewards, reward_options
 from r1cli.rewards.sandbox import require_isolation
 from r1cli.rl.loss import LOSS_TYPES, SCALINGS
@@ -133,7 +134,8 @@ def run_grpo(config: GRPOConfig) -> None:
         engine = make_rollout_engine(config, policy, setup.tokenizer)
         scorer = Scorer(specs)
         writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([config.prompts], config.source), policy.dtype)
+                                ckpt.describe_inputs([config.prompts], config.source), policy.dtype,
+                                think_format_reason(template=config.prompt.template, rewards=config.reward))
         sampling = config.sampling()
         log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
             f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}")

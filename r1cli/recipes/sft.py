@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from r1cli.console import format_status, log, progress_bar, warn
 from r1cli.data import outputs as runs
 from r1cli.data.records import read_all
-from r1cli.data.sft_rows import IGNORE, Row, StepPlan, collate, encode_records, to_rows
+from r1cli.data.sft_rows import IGNORE, Row, StepPlan, collate, encode_records, to_rows, trained_text
 from r1cli.data.templates import resolve_template
 from r1cli.errors import UserError
 from r1cli.modeling import (
@@ -38,6 +38,7 @@ from r1cli.options import (
     SFTOptimizerOptions,
     recorded_options,
 )
+from r1cli.report.card import think_format_reason, think_share
 from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
 from r1cli.train.metrics_log import MetricsLog
@@ -94,6 +95,7 @@ class SFTState:
     device: torch.device
     dtype: torch.dtype
     truncated: int
+    think_format: str | None  # why the data teaches the think format (the checkpoint's sampling defaults), or None
 
 
 @dataclass
@@ -121,7 +123,7 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
         state = prepare(config, out, identity, teacher)
         writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
                                 ckpt.describe_inputs(config.data, config.source) + ckpt.describe_inputs(config.eval_data, config.eval_source()),
-                                state.dtype)
+                                state.dtype, state.think_format)
         metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step)
         line: dict = {}
         with progress_bar() as bar:
@@ -163,8 +165,8 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     # Full fine-tuning keeps fp32 master weights (autocast computes in DTYPE); LoRA keeps the base in DTYPE.
     network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32, seed=config.run.seed)
     template = resolve_template(config.template, tokenizer)
-    rows, truncated = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing,
-                                source=config.source)
+    rows, truncated, share = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing,
+                                       source=config.source)
     eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False,
                           source=config.eval_source())[0] if config.eval_data else []
     plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
@@ -183,17 +185,19 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     if teacher:
         teacher.prepare(tokenizer, config.model, device, dtype)
     return SFTState(network, tokenizer, rows, eval_rows, plan, total_steps, optimizer, scheduler,
-                    progress["step"] if progress else 0, device, dtype, truncated)
+                    progress["step"] if progress else 0, device, dtype, truncated, think_format_reason(template=template, think_share=share))
 
 
-def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool, source: DataOptions | None = None) -> tuple[list[Row], int]:
-    """The token rows of the records in PATHS (SOURCE: the split and subset of dataset inputs), and
-    how many examples were truncated."""
-    examples = encode_records(read_all(paths, source), tokenizer, template=template, max_length=max_length)
+def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool,
+              source: DataOptions | None = None) -> tuple[list[Row], int, float]:
+    """The token rows of the records in PATHS (SOURCE: the split and subset of dataset inputs), how
+    many examples were truncated, and the share of records whose trained text closes a think block."""
+    records = read_all(paths, source)
+    examples = encode_records(records, tokenizer, template=template, max_length=max_length)
     rows = to_rows(examples, max_length=max_length, packing=packing)
     if not rows:
         raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")
-    return rows, sum(e.truncated for e in examples)
+    return rows, sum(e.truncated for e in examples), think_share([trained_text(record) for record in records])
 
 
 def token_loss_sum(network, batch: dict[str, torch.Tensor], teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
