@@ -47,7 +47,7 @@ from r1cli.train.resume import already_finished, resume, training_identity
 from r1cli.train.teacher import Teacher
 
 # Options that may change between a run and its resumption without changing what it computes.
-RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size")
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size", "eval_split")
 STATUS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")
 
 
