@@ -3,6 +3,9 @@
 # so make reruns only what is missing or older than its inputs, and a stage killed half-way
 # resumes when make is run again.
 
+# The toy world is made here, from nothing on the hub: offline (see the Makefile).
+$(DATA_DIR)/manifest.json $(RUN_DIR)/base/r1.json $(RUN_DIR)/student-base/r1.json: export HF_HUB_OFFLINE ?= 1
+
 # pretrain, cold_start, rl_prompts, eval, general and general_prompts (manifest.json comes last).
 $(DATA_DIR)/manifest.json: | $(STAMP)
 	$(R1) toy data $(DATA_DIR) --seed $(TOY_SEED)

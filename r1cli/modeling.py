@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from r1cli import hub
 from r1cli.data.records import read_json_file
 from r1cli.errors import UserError
 
@@ -50,12 +51,19 @@ def is_config_file(model: str) -> bool:
 
 
 def load_tokenizer(source: str):
+    """The tokenizer of a checkpoint directory or a hub model (every load of a model starts here,
+    so a hub name that cannot be had fails here, in one line, before anything else is read)."""
     from transformers import AutoTokenizer
 
+    remote = not Path(source).exists()
+    if remote:
+        hub.access()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as error:  # missing or corrupt tokenizer files
-        raise UserError(f"{source}: cannot load a tokenizer ({_first_line(error)})") from None
+        raise UserError((remote and hub.unavailable(source, "model")) or f"{source}: cannot load a tokenizer ({_first_line(error)})") from None
+    if remote:
+        hub.loaded(source, "model")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -73,7 +81,7 @@ def load_model(model: str, *, dtype: torch.dtype = torch.float32, seed: int = 0)
     path = Path(model)
     if path.exists() and not (path / "config.json").exists():
         raise UserError(f"{model}: not a checkpoint directory (no config.json) and not a config .json file")
-    if not path.exists() and (model.startswith((".", "/")) or model.count("/") != 1):
+    if not path.exists() and not hub.is_hub_name(model):
         raise UserError(f"{model}: no such checkpoint directory or config file")
     from transformers import AutoModelForCausalLM
 
@@ -95,7 +103,7 @@ def check_loadable(model: str) -> None:
     path = Path(model)
     if path.exists() and not (path / "config.json").exists():
         raise UserError(f"{model}: not a checkpoint directory (no config.json) and not a config .json file")
-    if not path.exists() and (model.startswith((".", "/")) or model.count("/") != 1):
+    if not path.exists() and not hub.is_hub_name(model):
         raise UserError(f"{model}: no such checkpoint directory or config file")
     from transformers import AutoConfig
 

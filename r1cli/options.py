@@ -85,6 +85,15 @@ class PromptOptions:
 
 
 @dataclass(frozen=True)
+class DataOptions:
+    """Which part of a dataset each record input that is one is read: a hub dataset (OWNER/NAME),
+    a `save_to_disk` directory or a folder of data files. Files are read whole."""
+
+    split: Annotated[str | None, typer.Option(help="Split of each dataset input (a hub dataset OWNER/NAME, a save_to_disk directory, a folder of data files), as datasets spells it: train, test, train[:1000]. [default: its only split]")] = None
+    subset: Annotated[str | None, typer.Option("--subset", "--dataset-config", help="Subset (configuration) of each hub dataset input, e.g. main for openai/gsm8k. Alias: TRL's name.")] = None
+
+
+@dataclass(frozen=True)
 class GenerationOptions:
     """How completions are sampled (the R1 paper's evaluation settings by default)."""
 

@@ -212,7 +212,7 @@ TRAINING_TYPES = (
     ("content-number", {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": 4}]}, "messages[1]"),
     ("role-unknown", {"messages": [{"role": "human", "content": QUESTION}, {"role": "assistant", "content": "4"}]}, "messages[0]"),
     ("text-number", {"text": 4}, "'text'"),
-    ("completion-list", {"prompt": QUESTION, "completion": ["4"]}, "'completion'"),
+    ("completion-list", {"prompt": QUESTION, "completion": ["4"]}, "completion[0]"),  # a list is chat messages (TRL conversational)
 )
 LACKS_PROMPT = ({"question": QUESTION}, "missing field 'prompt'")
 LACKS_COMPLETION = ({"prompt": QUESTION}, "missing field 'completion'")

@@ -145,6 +145,7 @@ def test_eval_samples_then_reports_and_resumes(tmp_path, tiny_checkpoint, monkey
     assert run_cli(monkeypatch, capsys, *args)[0] == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["overall"]["n_samples"] == 12 and set(report["overall"]) >= {"pass@1", "pass@3", "maj@3", "truncated_rate"}
+    assert not (tiny_checkpoint / "README.md").exists()  # a checkpoint r1 did not make gets no card written into it
     samples = (tmp_path / "r.samples.jsonl").read_text()
     status, _, err = run_cli(monkeypatch, capsys, *args)
     assert status == 0 and "is complete" in err and (tmp_path / "r.samples.jsonl").read_text() == samples

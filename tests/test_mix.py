@@ -101,3 +101,24 @@ def test_parquet_and_json_array_inputs_mix_as_jsonl_does(tmp_path, monkeypatch, 
     (tmp_path / "bad.json").write_text(json.dumps([{"text": "ok"}, {"nothing": 1}]))
     status, _, err = run_cli(monkeypatch, capsys, "mix", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.jsonl"))
     assert status == 2 and "bad.json:row 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_datasets_mix_as_files_do(tmp_path, monkeypatch, capsys):
+    """A save_to_disk DatasetDict (its --split) and TRL conversational records beside a JSONL file."""
+    import datasets
+
+    def conversational(name, i):
+        return {"prompt": [{"role": "user", "content": f"{name} {i}"}], "completion": [{"role": "assistant", "content": "ok"}]}
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([conversational("d", i) for i in range(6)]),
+                          "test": datasets.Dataset.from_list([conversational("t", i) for i in range(3)])}).save_to_disk(str(tmp_path / "dict"))
+    jsonl = write_jsonl(tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": f"c {i}"}, {"role": "assistant", "content": "ok"}]}
+                                                for i in range(4)])
+    out = tmp_path / "mix.jsonl"
+    status, _, err = run_cli(monkeypatch, capsys, "mix", f"{tmp_path / 'dict'}:3", f"{jsonl}:1", "--split", "train", "--total", "8", "--out", str(out))
+    assert status == 0, err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    firsts = Counter((r.get("prompt") or r.get("messages"))[0]["content"].split()[0] for r in records)
+    assert firsts == {"d": 6, "c": 2}
+    status, _, err = run_cli(monkeypatch, capsys, "mix", str(tmp_path / "dict"), "--out", str(tmp_path / "x.jsonl"))
+    assert status == 2 and "holds the splits train, test; choose one with --split" in err

@@ -92,3 +92,80 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert not target.exists() and list(tmp_path.iterdir()) == []
     assert write_records(target, [{"a": 1}, {"b": 2}]) == 2
     assert target.read_text().splitlines() == ['{"a": 1}', '{"b": 2}']
+
+
+# ---------------------------------------------------------------- datasets: save_to_disk, folders, the hub
+
+
+ROWS = [{"prompt": f"Ann has {n} pens, gets 2. How many pens now?", "answer": str(n + 2)} for n in range(6)]
+
+
+def saved_splits(tmp_path):
+    """A save_to_disk DatasetDict (train: 4 rows, test: 2) and a save_to_disk Dataset."""
+    import datasets
+
+    whole = datasets.Dataset.from_list(ROWS)
+    datasets.DatasetDict({"train": whole.select(range(4)), "test": whole.select(range(4, 6))}).save_to_disk(str(tmp_path / "dict"))
+    whole.save_to_disk(str(tmp_path / "single"))
+    return tmp_path / "dict", tmp_path / "single"
+
+
+def canonical_sha256(rows):
+    import hashlib
+
+    return hashlib.sha256(b"".join(json.dumps(r, sort_keys=True, ensure_ascii=False).encode() + b"\n" for r in rows)).hexdigest()
+
+
+def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
+    from r1cli.data.records import describe_input, input_sha256
+    from r1cli.options import DataOptions
+
+    splits, single = saved_splits(tmp_path)
+    records = list(read_records(single))
+    assert [dict(r) for r in records] == ROWS and records[2].where == f"{single}:row 3"
+    test = list(read_records(splits, DataOptions(split="test")))
+    assert [dict(r) for r in test] == ROWS[4:] and test[0].where == f"{splits}[test]:row 1"
+    with pytest.raises(UserError, match=r"holds the splits train, test; choose one with --split"):
+        list(read_records(splits))
+    with pytest.raises(UserError, match=r"--split validation: no such split; it holds train, test"):
+        list(read_records(splits, DataOptions(split="validation")))
+    # The content hash is of the chosen rows, computed here independently.
+    assert input_sha256(splits, DataOptions(split="train")) == canonical_sha256(ROWS[:4])
+    assert input_sha256(single) == canonical_sha256(ROWS)
+    assert describe_input(splits, DataOptions(split="test")) == {
+        "path": str(splits.resolve()), "split": "test", "subset": None, "rows": 2, "sha256": canonical_sha256(ROWS[4:])}
+
+
+def test_a_folder_of_data_files_loads_through_load_dataset(tmp_path):
+    import datasets
+
+    from r1cli.options import DataOptions
+
+    folder = tmp_path / "gsm-like"
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(ROWS[:4]).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(ROWS[4:]).to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+    assert [dict(r) for r in read_records(folder, DataOptions(split="test"))] == ROWS[4:]
+    assert [dict(r) for r in read_records(folder, DataOptions(split="train[:2]"))] == ROWS[:2]  # datasets' own split syntax
+    with pytest.raises(UserError, match="holds the splits train, test; choose one with --split"):
+        list(read_records(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty: is a directory, and not a dataset"):
+        list(read_records(tmp_path / "empty"))
+
+
+def test_a_file_is_read_whole_when_split_is_given(tmp_path, capsys):
+    from r1cli.options import DataOptions
+
+    path = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    assert [dict(r) for r in read_records(path, DataOptions(split="test"))] == ROWS
+    assert "a file has no splits" in capsys.readouterr().err
+
+
+def test_a_missing_data_file_is_not_taken_for_a_hub_dataset(tmp_path):
+    from r1cli.hub import is_hub_name
+
+    assert is_hub_name("openai/gsm8k") and is_hub_name("HuggingFaceH4/MATH-500")
+    assert not any(map(is_hub_name, ("runs/data.jsonl", "gsm8k", "./a/b", "/abs/x", "a/b/c", "x/y.parquet")))
+    with pytest.raises(UserError, match="runs/data.jsonl: no such file"):
+        list(read_records("runs/data.jsonl"))

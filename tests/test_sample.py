@@ -93,3 +93,28 @@ def test_bad_input_is_one_line(tmp_path, tiny_checkpoint, monkeypatch, capsys):
                                  ("--engine", "tgi", "not one of: auto, fast, hf, vllm")):
         status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, good, tmp_path / "s.jsonl", flag, value))
         assert status == 2 and message in err, err
+
+
+def test_trl_conversational_prompts_from_a_hub_style_folder(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """Prompt-only conversational records ({"prompt": [messages]}) in a folder of Parquet files,
+    as a hub dataset repository holds them, read with --split."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    from r1cli.data.templates import format_prompt
+
+    rows = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": p["prompt"]}], "answer": p["answer"]}
+            for p in PROMPTS]
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows[:8]).to_parquet(str(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet"))
+    datasets.Dataset.from_list(rows[8:]).to_parquet(str(tmp_path / "repo" / "data" / "test-00000-of-00001.parquet"))
+    out = tmp_path / "s.jsonl"
+    status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, tmp_path / "repo", out, "--split", "test", "--n", "2"))
+    assert status == 0, err
+    records = lines(out)
+    assert [r["prompt"] for r in records[::2]] == [r["prompt"] for r in rows[8:]] and len(records) == 8
+    # The chat template renders the messages as given (system turn included).
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert format_prompt(rows[8]["prompt"], tokenizer, "auto").startswith("<|system|>Be brief.")
+    status, _, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, tmp_path / "repo", tmp_path / "t.jsonl"))
+    assert status == 2 and "holds the splits train, test; choose one with --split" in err

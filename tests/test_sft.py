@@ -62,6 +62,38 @@ def test_checkpoint_loads_with_plain_transformers_and_generates(tmp_path, tiny_c
     assert {"step", "loss", "lr", "grad_norm", "tokens_per_s"} <= set(metrics(out)[0])
 
 
+def trl_conversational(n: int) -> dict:
+    return {"prompt": [{"role": "user", "content": f"Ann has {n} pens, gets 2. How many pens now?"}],
+            "completion": [{"role": "assistant", "content": f"<think>{n} plus 2 is {n + 2}.</think> The answer is \\boxed{{{n + 2}}}."}]}
+
+
+def test_trl_conversational_records_from_a_save_to_disk_split_train_and_load_back(tmp_path, tiny_config, monkeypatch, capsys):
+    import datasets
+
+    from r1cli.data.records import Record, rows_sha256
+
+    train, test = [trl_conversational(n) for n in range(12)], [trl_conversational(n) for n in (20, 21)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(train), "test": datasets.Dataset.from_list(test)}).save_to_disk(str(tmp_path / "trl"))
+    out = tmp_path / "out"
+    status, _, err = run_cli(monkeypatch, capsys, "sft", str(tiny_config), str(tmp_path / "trl"), "--split", "train", "--eval-data",
+                             str(tmp_path / "trl"), "--dataset-test-split", "test", "--out", str(out), "--max-steps", "15", "--lr", "1e-2",
+                             "--schedule", "constant", "--warmup", "0", "--batch-size", "4", "--max-length", "128", "--save-every", "0",
+                             "--device", "cpu")
+    assert status == 0, err
+    losses = [m["loss"] for m in metrics(out)]
+    assert losses[-1] < 0.5 * losses[0]
+    lineage = json.loads((out / "r1.json").read_text())
+    assert lineage["options"]["split"] == "train" and lineage["options"]["eval_split"] == "test"
+    assert [(i["split"], i["rows"], i["sha256"]) for i in lineage["inputs"]] == [("train", 12, rows_sha256(train)), ("test", 2, rows_sha256(test))]
+    # The checkpoint loads back with plain transformers and has learnt the completions (only they carry loss).
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    rows = to_rows(encode_records([Record.at(r, "t") for r in train], tokenizer, template="chat", max_length=128), max_length=128, packing=False)
+    with torch.no_grad():
+        loss = sum(token_loss_sum(model, collate([row], tokenizer.pad_token_id, "cpu"))[0].item() for row in rows) / sum(r.label_count for r in rows)
+    assert loss < 0.5 * losses[0]
+    assert lineage["metrics"]["eval_loss"] > 0
+
+
 def test_packed_loss_equals_unpacked_loss(tiny_config):
     model, tokenizer = load_model(str(tiny_config), seed=1)
     model.eval()

@@ -49,6 +49,39 @@ def test_prompt_completion_chat_and_plain_and_text():
     assert text.labels == [IGNORE] + text.input_ids[1:]  # every token but the first, which nothing predicts
 
 
+def test_trl_conversational_records_train_on_the_completion_turns_only():
+    history = [
+        {"role": "user", "content": "Tom has 3 pens, gets 1. How many pens now?"},
+        {"role": "assistant", "content": "<think>3 plus 1 is 4.</think> 4."},
+        {"role": "user", "content": "请说你好。"},
+    ]
+    reply = [{"role": "assistant", "content": "<think>说你好。</think> 你好！"}]
+    example = encode({"prompt": history, "completion": reply})
+    # The same tokens as the whole conversation, labelled only on the completion's turn:
+    # the assistant turn in the prompt is context, as in TRL's prompt-completion training.
+    expected_ids, expected_labels = [], []
+    for message in [*history, *reply]:
+        head, body = ids(f"<|{message['role']}|>"), ids(message["content"] + "<|end|>")
+        expected_ids += head + body
+        expected_labels += [IGNORE] * len(head) + (body if message is reply[0] else [IGNORE] * len(body))
+    assert example.input_ids == expected_ids
+    assert example.labels == expected_labels
+    # A single exchange equals the `messages` record of the same turns.
+    single = encode({"prompt": history[:1], "completion": history[1:2]})
+    as_messages = encode({"messages": history[:2]})
+    assert (single.input_ids, single.labels) == (as_messages.input_ids, as_messages.labels)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user", "content": "yo"}]}, "'completion' has no assistant turn"),
+    ({"prompt": "hi", "completion": [{"role": "assistant", "content": 3}]}, "completion[0] must be an object with a string 'content'"),
+    ({"prompt": "hi", "completion": [{"role": "assistant", "content": "yo"}]}, "a chat-message completion needs --template chat"),
+])
+def test_bad_conversational_records_name_the_field(fields, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        encode(fields, template="plain" if "template" in message else "chat")
+
+
 def test_eos_appended_when_the_template_does_not_end_turns_with_it():
     tokenizer = build_tokenizer()
     tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"

@@ -8,6 +8,7 @@ import typer
 
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     DistillFilterOptions,
     GenerationOptions,
     LoraOptions,
@@ -32,7 +33,8 @@ def distill(
     lora: LoraOptions,
     compute: ComputeOptions,
     run: RunOptions,
-    prompts: Annotated[str | None, typer.Argument(help="Prompt records with gold answers (JSONL, JSON or Parquet). [not used with --traces]")] = None,
+    source: DataOptions,
+    prompts: Annotated[str | None, typer.Argument(help="Prompt records with gold answers (JSONL, JSON, Parquet, or a dataset: hub OWNER/NAME, save_to_disk directory). [not used with --traces]")] = None,
     n: SamplesPerPrompt = 4,
     traces: Annotated[str | None, typer.Option(help="Existing sample records (from any generator): skip sampling and distil from these.")] = None,
     kd_weight: Annotated[float, typer.Option(help="Weight of a token-level KL(teacher || student) term added to the SFT loss; 0 = plain SFT. Needs a shared tokenizer.", min=0.0)] = 0.0,
@@ -45,4 +47,4 @@ def distill(
     """Sample N traces per prompt from TEACHER, keep the correct, well-formatted ones, and fine-tune
     STUDENT on them. Run the same command again to resume at the stage that did not finish."""
     run_distill(DistillConfig(teacher, student, str(out), prompts, traces, n, kd_weight, epochs, max_steps, batch_size, max_length,
-                              packing, prompt, generation, rules, optim, lora, compute, run))
+                              packing, prompt, generation, rules, optim, lora, compute, run, source))

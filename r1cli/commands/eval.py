@@ -9,6 +9,7 @@ import typer
 
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     GenerationOptions,
     Overwrite,
     PromptOptions,
@@ -26,8 +27,9 @@ def evaluate(
     generation: GenerationOptions,
     compute: ComputeOptions,
     rewards: RewardSettings,
+    source: DataOptions,
     model: Annotated[str | None, typer.Argument(help="Checkpoint to sample from (omit with --samples).")] = None,
-    data: Annotated[list[str] | None, typer.Argument(help="Prompt records with gold answers; several files are reported per dataset too.")] = None,
+    data: Annotated[list[str] | None, typer.Argument(help="Prompt records with gold answers (files or datasets: hub OWNER/NAME, save_to_disk directory); several are reported per dataset too.")] = None,
     out: Annotated[Path, typer.Option("--out", help="The report (JSON).")] = Path("report.json"),
     samples: Annotated[str | None, typer.Option("--samples", help="Score existing sample records instead of sampling (no model is loaded).")] = None,
     n: SamplesPerPrompt = 16,
@@ -44,4 +46,4 @@ def evaluate(
     pass@1 is the mean over prompts of each prompt's share of correct samples.
     """
     run_eval(EvalJob(model, tuple(data or ()), out, samples, n, k, tuple(reward or ()), tuple(by or ()), prompt, generation,
-                     compute, rewards, seed, overwrite))
+                     compute, rewards, seed, overwrite, source))

@@ -8,6 +8,7 @@ import typer
 
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     LoraOptions,
     PromptOptions,
     RewardSettings,
@@ -22,7 +23,7 @@ from r1cli.recipes.grpo import GRPOConfig, run_grpo
 @command
 def grpo(
     model: Annotated[str, typer.Argument(help="Policy checkpoint directory (or hub name).")],
-    prompts: Annotated[str, typer.Argument(help="Prompt records (JSONL, JSON or Parquet) with gold answers where rewards need them.")],
+    prompts: Annotated[str, typer.Argument(help="Prompt records (JSONL, JSON, Parquet, or a dataset: hub OWNER/NAME, save_to_disk directory) with gold answers where rewards need them.")],
     out: Annotated[str, typer.Option("--out", help="Run directory; the final checkpoint is written here.")],
     reward: Annotated[list[str], typer.Option("--reward", help="NAME[=WEIGHT] (repeatable): accuracy, format, tags, language, overlong, repetition, code, rm:PATH, MODULE:FUNCTION.")],
     prompt: PromptOptions,
@@ -32,6 +33,7 @@ def grpo(
     compute: ComputeOptions,
     run: RunOptions,
     rewards: RewardSettings,
+    source: DataOptions,
     steps: Annotated[int, typer.Option(help="Steps: each samples fresh rollouts, then updates the policy iterations x minibatches times.", min=1)] = 100,
     prompts_per_step: Annotated[int, typer.Option(help="Prompts (groups) per step (P).", min=1)] = 16,
     num_generations: Annotated[int, typer.Option(help="Completions per prompt (G).", min=2)] = 8,
@@ -51,4 +53,4 @@ def grpo(
     """Train MODEL with GRPO on PROMPTS, rewarded by --reward. Run the same command again to resume."""
     run_grpo(GRPOConfig(model, prompts, str(out), tuple(reward), steps, prompts_per_step, num_generations, max_prompt_length, loss,
                         scale_rewards, epsilon, epsilon_high, beta, ref_update_every, iterations, minibatches, skip_uniform_groups,
-                        mask_truncated, log_samples_every, prompt, rollout, optim, lora, compute, run, rewards))
+                        mask_truncated, log_samples_every, prompt, rollout, optim, lora, compute, run, rewards, source))

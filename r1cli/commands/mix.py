@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from r1cli.options import Seed, command
+from r1cli.options import DataOptions, Seed, command
 from r1cli.recipes.mix import MixJob, run_mix
 
 
 @command
 def mix(
-    inputs: Annotated[list[str], typer.Argument(help="Training-record (or prompt-record) files as PATH[:WEIGHT] (WEIGHT a share, default 1); '-' reads stdin.")],
+    inputs: Annotated[list[str], typer.Argument(help="Training-record (or prompt-record) inputs as PATH[:WEIGHT] (WEIGHT a share, default 1): files ('-' reads stdin), or datasets (hub OWNER/NAME, save_to_disk directory).")],
     out: Annotated[str, typer.Option("--out", help="Output JSONL; '-' for stdout.")],
+    source: DataOptions,
     total: Annotated[int | None, typer.Option(help="Exactly this many records, split by the weights. [default: every record once]", min=1)] = None,
     seed: Seed = 0,
     unique: Annotated[bool, typer.Option(help="Drop records identical to an earlier one (across all inputs).")] = False,
@@ -21,4 +22,4 @@ def mix(
     """Mix training records (or prompt records, for grpo): with --total, sources contribute by weight (largest remainder),
     without replacement while a source suffices and with replacement beyond; without it,
     every record once. The output is shuffled."""
-    run_mix(MixJob(inputs, out, total, seed, unique))
+    run_mix(MixJob(inputs, out, total, seed, unique, source))

@@ -8,6 +8,7 @@ import typer
 
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     GenerationOptions,
     Overwrite,
     PromptOptions,
@@ -21,11 +22,12 @@ from r1cli.recipes.sample import SampleJob, run_sample
 @command
 def sample(
     model: Annotated[str, typer.Argument(help="Checkpoint directory (or hub name).")],
-    prompts: Annotated[str, typer.Argument(help="Prompt records: JSONL ('-' for stdin), JSON or Parquet.")],
+    prompts: Annotated[str, typer.Argument(help="Prompt records: JSONL ('-' for stdin), JSON, Parquet, or a dataset (hub OWNER/NAME, save_to_disk directory).")],
     out: Annotated[str, typer.Option("--out", help="Sample records (JSONL); '-' for stdout.")],
     prompt: PromptOptions,
     generation: GenerationOptions,
     compute: ComputeOptions,
+    source: DataOptions,
     n: SamplesPerPrompt = 1,
     shard: Annotated[str, typer.Option(help="I/N: take every N-th prompt starting at the I-th (0-based).")] = "0/1",
     seed: Seed = 0,
@@ -39,4 +41,4 @@ def sample(
     (FILE.partial until then), and FILE.r1.json records the model, prompts and options: a rerun
     with another model, other prompts or other sampling options is refused, not mixed in.
     """
-    run_sample(SampleJob(model, prompts, out, n, prompt, generation, compute, shard, seed, overwrite))
+    run_sample(SampleJob(model, prompts, out, n, prompt, generation, compute, shard, seed, overwrite, source))

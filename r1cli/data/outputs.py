@@ -36,10 +36,11 @@ RUN_ENTRIES = (
     "config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
     "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model", "adapter", "adapter_config.json",
-    "adapter_model.safetensors", "README.md", "r1.json", "metrics.jsonl", "samples.jsonl", "checkpoints", "pretrain.jsonl",
+    "adapter_model.safetensors", "README.md", "r1-evals.json", "r1.json", "metrics.jsonl", "samples.jsonl", "checkpoints", "pretrain.jsonl",
     "traces.jsonl", "traces.jsonl.*", "kept.jsonl", "kept.jsonl.*", ".*.tmp-*",
 )
 RUN_MARKERS = ("r1.json", "metrics.jsonl", "checkpoints", "traces.jsonl", "traces.jsonl.r1.json", "kept.jsonl", "pretrain.jsonl")
+NOT_THE_MODEL = ("r1.json", "r1-evals.json")  # in a checkpoint directory, but not what it computes (README.md is no model file either)
 FULL_HASH_BYTES = 512 << 20  # models up to this size are hashed whole; larger ones by sampled blocks
 SAMPLE_BLOCKS, BLOCK_BYTES = 16, 64 << 10
 
@@ -223,8 +224,8 @@ def model_fingerprint(model: str) -> str:
     weights = [p for p in files if p.suffix in (".safetensors", ".bin")]
     whole = sum(p.stat().st_size for p in weights) <= FULL_HASH_BYTES
     for file in files:
-        if file.name == "r1.json":
-            continue  # lineage: written_at and argv change without the model changing
+        if file.name in NOT_THE_MODEL:
+            continue  # lineage and eval results: they change (written_at, argv, a new eval) without the model changing
         digest.update(f"{file.relative_to(path)}:{file.stat().st_size}\n".encode())
         if file not in weights or whole:
             with open(file, "rb") as handle:
@@ -246,7 +247,9 @@ def _sampled_blocks(file: Path) -> bytes:
 
 
 def _cached_snapshot(name: str) -> Path | None:
-    if name.startswith((".", "/")) or name.count("/") != 1:
+    from r1cli.hub import is_hub_name
+
+    if not is_hub_name(name):
         return None
     try:
         from huggingface_hub import snapshot_download

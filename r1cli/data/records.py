@@ -1,7 +1,9 @@
-"""Records and their files: read JSONL (path or `-`), JSON and Parquet; write JSONL atomically.
+"""Records and their inputs: read JSONL (path or `-`), JSON and Parquet files, and datasets (a hub
+dataset OWNER/NAME, a `save_to_disk` directory, a folder of data files); write JSONL atomically.
 
-Every record read keeps where it came from (`record.where`, "FILE:LINE"), so any stage can
-report a bad record by file and line. Unknown fields pass through untouched.
+Every record read keeps where it came from (`record.where`, "FILE:LINE", "FILE:row N" or
+"NAME[SPLIT]:row N"), so any stage can report a bad record by its place. Unknown fields pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from r1cli import hub
+from r1cli.console import warn
 from r1cli.errors import UserError
+
+if TYPE_CHECKING:
+    from r1cli.options import DataOptions
 
 STDIO = "-"
 CHAT_ROLES = ("system", "user", "assistant", "tool")
@@ -42,14 +50,24 @@ def is_table_file(name: str) -> bool:
     return name.endswith(".parquet") or (name.endswith(".json") and _starts_with_array(name))
 
 
-def read_records(path: str | Path) -> Iterator[Record]:
-    """Yield the records of a JSONL file (or stdin for `-`), a JSON array file, or a Parquet file."""
+def is_dataset_input(name: str) -> bool:
+    """A directory (datasets reads it) or, where no such path exists, a hub dataset's OWNER/NAME."""
+    return name != STDIO and (Path(name).is_dir() or (not Path(name).exists() and hub.is_hub_name(name)))
+
+
+def read_records(path: str | Path, source: DataOptions | None = None) -> Iterator[Record]:
+    """Yield the records of a JSONL file (or stdin for `-`), a JSON array file, a Parquet file, or
+    the split SOURCE chooses of a dataset (see `open_dataset`)."""
     name = str(path)
-    if name != STDIO:
-        if not Path(name).exists():
-            raise UserError(f"{name}: no such file")
-        if Path(name).is_dir():
-            raise UserError(f"{name}: is a directory, not a file of records")
+    if is_dataset_input(name):
+        dataset = open_dataset(name, source)
+        for row_number, row in enumerate(dataset.table, start=1):
+            yield Record.at(row, f"{dataset.label}:row {row_number}")
+        return
+    if name != STDIO and not Path(name).exists():
+        raise UserError(f"{name}: no such file")
+    if source is not None and (source.split or source.subset):
+        _read_whole(name, "a file has no splits or subsets")
     if is_table_file(name):
         yield from _read_with_datasets(name)
     elif name == STDIO:
@@ -60,6 +78,7 @@ def read_records(path: str | Path) -> Iterator[Record]:
 
 
 _stdin: dict = {}
+_warned: dict[str, bool] = {}
 
 
 def stdin_bytes() -> bytes:
@@ -71,21 +90,43 @@ def stdin_bytes() -> bytes:
     return _stdin["data"]
 
 
-def input_sha256(path: str | Path) -> str:
-    """The sha256 of an input file's bytes (of standard input for `-`)."""
+def input_sha256(path: str | Path, source: DataOptions | None = None) -> str:
+    """The sha256 of an input file's bytes (of standard input for `-`); of a dataset input, the
+    sha256 of its chosen rows as canonical JSON lines (`rows_sha256`): its content, wherever it is."""
     if str(path) == STDIO:
         return hashlib.sha256(stdin_bytes()).hexdigest()
+    if is_dataset_input(str(path)):
+        return rows_sha256(open_dataset(str(path), source).table)
     if not Path(path).is_file():
-        raise UserError(f"{path}: {'is a directory, not a file of records' if Path(path).is_dir() else 'no such file'}")
+        raise UserError(f"{path}: no such file")
     return file_sha256(path)
 
 
-def read_all(paths: Iterable[str | Path]) -> list[Record]:
+def describe_input(path: str | Path, source: DataOptions | None = None) -> dict:
+    """An input as r1.json and reports record it: its path (a hub dataset: its name, split and
+    subset) and the sha256 of its content."""
+    name = str(path)
+    if is_dataset_input(name):
+        dataset = open_dataset(name, source)
+        where = {"path": str(Path(name).resolve())} if Path(name).exists() else {"path": name, "hub_dataset": name}
+        return {**where, "split": dataset.split, "subset": dataset.subset, "rows": len(dataset.table), "sha256": rows_sha256(dataset.table)}
+    return {"path": str(Path(name).resolve()) if name != STDIO else STDIO, "sha256": input_sha256(name)}
+
+
+def rows_sha256(rows: Iterable[dict]) -> str:
+    """The sha256 of ROWS as canonical JSON lines (sorted keys; values JSON lacks, as text)."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(dict(row), sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def read_all(paths: Iterable[str | Path], source: DataOptions | None = None) -> list[Record]:
     """Every record of every path, in order; an input with no records at all is an error."""
     records: list[Record] = []
     for path in paths:
         before = len(records)
-        records.extend(read_records(path))
+        records.extend(read_records(path, source))
         if len(records) == before:
             raise UserError(f"{path}: no records (the input is empty)")
     return records
@@ -134,6 +175,98 @@ def _read_with_datasets(name: str) -> Iterator[Record]:
         raise UserError(f"{name}: cannot read as {builder} ({type(error).__name__}: {error})") from None
     for row_number, row in enumerate(table, start=1):
         yield Record.at(row, f"{name}:row {row_number}")
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetInput:
+    """The rows of a dataset input: the split chosen (None for a lone saved Dataset), the subset."""
+
+    table: Any  # a datasets.Dataset
+    name: str
+    split: str | None
+    subset: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.split}]" if self.split else self.name
+
+
+def open_dataset(name: str, source: DataOptions | None = None) -> DatasetInput:
+    """The rows of dataset input NAME: a `save_to_disk` directory (of a Dataset, or of a
+    DatasetDict and then the split --split names), or what `datasets.load_dataset(NAME, --subset,
+    split=--split)` loads: a folder of data files or a hub dataset. Without --split, the only split
+    there is; several are an error that lists them."""
+    import datasets
+
+    datasets.disable_progress_bars()  # r1's own lines on stderr only
+    split, subset = (source.split, source.subset) if source is not None else (None, None)
+    path = Path(name)
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return _open_saved(name, split, subset)
+    remote = not path.exists()
+    if remote:
+        hub.access()
+    try:
+        if split is None:
+            split = _one_split(name, _split_names(name, subset))
+        table = datasets.load_dataset(name, subset, split=split)
+    except UserError:
+        raise
+    except datasets.data_files.EmptyDatasetError:
+        raise UserError(f"{name}: is a directory, and not a dataset (no save_to_disk files, no data files datasets reads)") from None
+    except Exception as error:  # datasets raises many types; each means this input cannot be had
+        line = remote and isinstance(error, ConnectionError) and hub.unavailable(name, "dataset")
+        raise UserError(line or f"{name}: cannot load as a dataset ({type(error).__name__}: {_first_line(error)})") from None
+    if remote:
+        hub.loaded(name, "dataset")
+    return DatasetInput(table, name, split, subset)
+
+
+def _read_whole(name: str, why: str) -> None:
+    """--split / --subset are for the command's inputs that have splits: one without is read whole
+    (said once, as a command may read an input twice)."""
+    if not _warned.get(name):
+        _warned[name] = True
+        warn(f"{name}: {why}; --split / --subset apply to the dataset inputs that have them, and this one is read whole")
+
+
+def _open_saved(name: str, split: str | None, subset: str | None) -> DatasetInput:
+    import datasets
+
+    try:
+        saved = datasets.load_from_disk(name)
+    except Exception as error:  # a damaged directory: datasets' many error types
+        raise UserError(f"{name}: cannot read as a save_to_disk dataset ({type(error).__name__}: {_first_line(error)})") from None
+    if subset:
+        _read_whole(name, "a save_to_disk directory has no subsets")
+    if isinstance(saved, datasets.DatasetDict):
+        chosen = _one_split(name, list(saved)) if split is None else split
+        if chosen not in saved:
+            raise UserError(f"{name}: --split {chosen}: no such split; it holds {', '.join(saved)}")
+        return DatasetInput(saved[chosen], name, chosen, None)
+    if split:
+        _read_whole(name, "this save_to_disk directory holds one dataset, not a dict of splits")
+    return DatasetInput(saved, name, None, None)
+
+
+def _split_names(name: str, subset: str | None) -> list[str]:
+    import datasets
+
+    return list(datasets.get_dataset_split_names(name, subset))
+
+
+def _one_split(name: str, names: list[str]) -> str:
+    if len(names) != 1:
+        raise UserError(f"{name}: holds the splits {', '.join(names)}; choose one with --split")
+    return names[0]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # ---------------------------------------------------------------- writing
@@ -312,7 +445,9 @@ def check_messages(record: Record, field: str = "messages") -> list[dict]:
 
 
 def training_kind(record: Record) -> str:
-    """Which training record this is: 'messages', 'prompt_completion' or 'text'."""
+    """Which training record this is: 'messages', 'prompt_completion' or 'text'. A prompt and a
+    completion are each a string or chat messages (TRL's conversational prompt-completion records:
+    the prompt's turns, then the completion's, which holds the assistant turn to train on)."""
     if "messages" in record:
         messages = check_messages(record)
         if not any(m["role"] == "assistant" for m in messages):
@@ -322,7 +457,9 @@ def training_kind(record: Record) -> str:
         prompt = require(record, "prompt", (str, list))
         if isinstance(prompt, list):
             check_messages(record, "prompt")
-        require(record, "completion", str)
+        if isinstance(require(record, "completion", (str, list)), list):
+            if not any(m["role"] == "assistant" for m in check_messages(record, "completion")):
+                raise UserError(f"{record.where}: 'completion' has no assistant turn to train on")
         return "prompt_completion"
     if "text" in record:
         require(record, "text", str)

@@ -44,6 +44,17 @@ class Row:
 # ---------------------------------------------------------------- encoding
 
 
+def trained_text(record: Record) -> str:
+    """The text a training record trains on: its assistant turns, its completion, or its text."""
+    kind = training_kind(record)
+    if kind == "text":
+        return record["text"]
+    turns = record["messages"] if kind == "messages" else record["completion"]
+    if isinstance(turns, str):
+        return turns
+    return "\n".join(m["content"] for m in turns if m["role"] == "assistant")
+
+
 def encode_records(
     records: list[Record], tokenizer, *, template: str, max_length: int, stop_ids: Iterable[int] = ()
 ) -> list[Example]:
@@ -75,10 +86,14 @@ def _encode_prompt_completion(
 ) -> list[Example]:
     prompt, completion = record["prompt"], record["completion"]
     if template == "chat":
+        # The loss is on the completion's assistant turns only: an assistant turn in the prompt is context.
         turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return _encode_chat(record, [*turns, {"role": "assistant", "content": completion}], tokenizer, template, stops)
+        reply = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+        return _encode_chat(record, [*turns, *reply], tokenizer, template, stops, trained_from=len(turns))
     if isinstance(prompt, list):
         raise UserError(f"{record.where}: a chat-message prompt needs --template chat")
+    if isinstance(completion, list):
+        raise UserError(f"{record.where}: a chat-message completion needs --template chat")
     if template == "r1-zero":  # the R1 paper's base-model template around the prompt, as `grpo --template r1-zero` writes it
         prompt = R1_ZERO_TEMPLATE.format(prompt=prompt)
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
@@ -123,10 +138,11 @@ class TurnFrame:
 
 
 def _encode_chat(
-    record: Record, messages: list[dict], tokenizer, template: str, stops: frozenset[int]
+    record: Record, messages: list[dict], tokenizer, template: str, stops: frozenset[int], trained_from: int = 0
 ) -> list[Example]:
     """Examples of a conversation whose loss covers exactly what the model generates in each
-    assistant turn: its content as given, think block included, and the end of turn.
+    assistant turn (from message TRAINED_FROM on): its content as given, think block included,
+    and the end of turn.
 
     Templates that render a conversation incrementally (each assistant turn's context is the
     previous turn's context and target, then the messages in between, token for token) give one
@@ -140,7 +156,7 @@ def _encode_chat(
     turns = [
         _assistant_turn(record, messages, index, tokenizer, stops)
         for index, message in enumerate(messages)
-        if message["role"] == "assistant"
+        if message["role"] == "assistant" and index >= trained_from
     ]
     if all(_extends(later.context, earlier.context + earlier.target) for earlier, later in zip(turns, turns[1:])):
         return [_labelled_example(turns)]

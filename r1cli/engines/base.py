@@ -93,6 +93,13 @@ def engine_class(name: str) -> type:
     return _ENGINES[name]
 
 
+def engine_name(instance) -> str:
+    """The name INSTANCE's class is entered under: the engine that actually generates (`auto` picks
+    one, `fast` falls back to `hf` for an architecture it lacks)."""
+    engine_names()
+    return next((name for name, cls in _ENGINES.items() if type(instance) is cls), type(instance).__name__)
+
+
 def make_engine(name: str, model: str, *, dtype: str = "auto", device: str = "auto", batch_size: int = 32, seed: int = 0,
                 memory_share: float = 0.5):
     """(engine, tokenizer) generating from the checkpoint MODEL with engine NAME."""

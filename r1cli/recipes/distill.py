@@ -18,6 +18,7 @@ from r1cli.errors import UserError
 from r1cli.modeling import check_loadable
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     DistillFilterOptions,
     GenerationOptions,
     LoraOptions,
@@ -60,13 +61,14 @@ class DistillConfig:
     lora: LoraOptions = LoraOptions()
     compute: ComputeOptions = ComputeOptions()
     run: RunOptions = RunOptions()
+    source: DataOptions = DataOptions()  # the split and subset of PROMPTS (or --traces) when a dataset
 
     def options(self) -> dict:
         return {**recorded_options(self), "student_template": STUDENT_TEMPLATE}
 
     def sampling(self) -> SampleJob:
         return SampleJob(self.teacher, self.prompts, str(Path(self.out) / TRACES), self.n, self.prompt, self.generation,
-                         self.compute, seed=self.run.seed)
+                         self.compute, seed=self.run.seed, source=self.source)
 
     def training(self, kept: Path) -> SFTConfig:
         # Resuming is the SFT recipe's own.
@@ -95,7 +97,8 @@ def run_distill(config: DistillConfig) -> None:
         if config.traces is None:
             run_sample(config.sampling())
         # 2. The correct, well-formed ones (filtered again only when the traces or the rules changed).
-        kept = keep_correct(traces, out / KEPT, config.rules, RewardSettings(overlong_length=config.generation.max_new_tokens))
+        kept = keep_correct(traces, out / KEPT, config.rules, RewardSettings(overlong_length=config.generation.max_new_tokens),
+                            config.source if config.traces else DataOptions())
         # 3. The student, fine-tuned on them.
         teacher = Teacher(config.teacher, config.kd_weight) if config.kd_weight else None
         run_sft(config.training(kept), command="distill", teacher=teacher, recorded=config.options())
@@ -112,7 +115,7 @@ def check_before_starting(config: DistillConfig) -> None:
     if config.traces is None:
         load_prompts(sampling)
     else:
-        for record in read_records(config.traces):
+        for record in read_records(config.traces, config.source):
             check_sample_fields(record)
     parse_rewards(list(config.rules.reward or ["accuracy"]))
     parse_thresholds(config.rules.min_score or [])
@@ -122,16 +125,17 @@ def check_before_starting(config: DistillConfig) -> None:
         check_shared_tokenizer(config.teacher, config.student)
 
 
-def keep_correct(traces: Path, kept: Path, rules: DistillFilterOptions, rewards: RewardSettings) -> Path:
-    """Filter TRACES into KEPT, unless KEPT is newer than TRACES and was made with the same rules."""
+def keep_correct(traces: Path, kept: Path, rules: DistillFilterOptions, rewards: RewardSettings, source: DataOptions) -> Path:
+    """Filter TRACES (SOURCE's split of it, for a dataset) into KEPT, unless KEPT is newer than the
+    TRACES file and was made with the same rules (traces from a dataset are filtered again)."""
     summary_path = Path(f"{kept}.summary.json")
     wanted = as_dict(rules)
-    if kept.exists() and summary_path.exists() and kept.stat().st_mtime >= traces.stat().st_mtime:
+    if kept.exists() and summary_path.exists() and traces.is_file() and kept.stat().st_mtime >= traces.stat().st_mtime:
         saved = read_json_file(summary_path).get("options", {})
         if all(saved.get(name) == value for name, value in wanted.items()):
             log(f"{kept} is up to date with {traces}; not filtering again")
             return kept
-    run_filter(FilterJob(str(traces), str(kept), rules, rewards))
+    run_filter(FilterJob(str(traces), str(kept), rules, rewards, source))
     summary = read_json_file(summary_path)
     if summary["kept"] == 0:
         raise UserError(f"{traces}: no trace passed the filter (dropped: {summary['dropped']}); sample more (--n) or relax --min")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.table import Table
 
-from r1cli.console import console, log
-from r1cli.data.outputs import check_file_output, exclusive
+from r1cli import __version__
+from r1cli.console import console, log, warn
+from r1cli.data.outputs import check_file_output, exclusive, read_sidecar
 from r1cli.data.records import (
+    STDIO,
     Record,
     check_sample_fields,
+    describe_input,
     prompt_id,
     read_records,
     to_prompt_record,
@@ -20,12 +25,15 @@ from r1cli.data.records import (
     write_records,
 )
 from r1cli.errors import UserError
-from r1cli.options import ComputeOptions, GenerationOptions, PromptOptions, RewardSettings
+from r1cli.options import ComputeOptions, DataOptions, GenerationOptions, PromptOptions, RewardSettings
 from r1cli.recipes.sample import SampleJob, run_sample
+from r1cli.report.card import record_eval
 from r1cli.report.metrics import report_block
 from r1cli.rewards.registry import Scorer, parse_rewards, reward_options
+from r1cli.train.checkpoint import is_complete, library_versions, read_lineage
 
 DEFAULT_REWARDS = ["accuracy", "format", "language"]
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "stop")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class EvalJob:
     rewards: RewardSettings = RewardSettings()
     seed: int = 0
     overwrite: bool = False
+    source: DataOptions = DataOptions()  # the split and subset of DATA's (or SAMPLES') dataset inputs
 
 
 def run_eval(job: EvalJob) -> None:
@@ -58,8 +67,9 @@ def run_eval(job: EvalJob) -> None:
         if model or data:
             raise UserError("give either MODEL DATA... or --samples FILE, not both")
         check_file_output(str(out), [samples])
-        records = _read_samples(samples)
+        records = _read_samples(samples, job.source)
         ks = parse_ks(k, min(len(group) for group in _by_id(records).values()))
+        provenance = eval_provenance(job, samples, ks)
     else:
         if not model or not data:
             raise UserError("r1 eval needs MODEL and DATA (or --samples FILE)")
@@ -70,14 +80,16 @@ def run_eval(job: EvalJob) -> None:
         check_file_output(str(out), data)
         check_file_output(str(samples_path), data)
         with exclusive(out):
-            prompts = _prompts_file(data, out, job.prompt.prompt_key, job.prompt.answer_key)
+            prompts = _prompts_file(data, out, job.prompt.prompt_key, job.prompt.answer_key, job.source)
             if len(data) > 1 and "dataset" not in groups:
                 groups.insert(0, "dataset")
             # Several files were merged into prompt records with the standard field names.
             prompt = job.prompt if len(data) == 1 else replace(job.prompt, prompt_key="prompt", answer_key="answer")
             run_sample(SampleJob(model, str(prompts), str(samples_path), n=n, prompt=prompt, generation=job.generation,
-                                 compute=job.compute, seed=job.seed, overwrite=job.overwrite))
+                                 compute=job.compute, seed=job.seed, overwrite=job.overwrite,
+                                 source=job.source if len(data) == 1 else DataOptions()))
         records = _read_samples(str(samples_path))
+        provenance = eval_provenance(job, str(samples_path), ks)
 
     scorer = Scorer(specs)
     try:
@@ -85,7 +97,7 @@ def run_eval(job: EvalJob) -> None:
             record["rewards"] = {**record.get("rewards", {}), **scores}
     finally:
         scorer.close()
-    report = {"overall": report_block(records, ks), "by": {}}
+    report = {"provenance": provenance, "overall": report_block(records, ks), "by": {}}
     for field in groups:
         members: dict[str, list[dict]] = defaultdict(list)
         for record in records:
@@ -95,6 +107,66 @@ def run_eval(job: EvalJob) -> None:
     write_json(out, report)
     console.print(report_table(report, ks))
     log(f"wrote {out}")
+    if model and is_complete(Path(model)):
+        add_to_model_card(Path(model), out, report)
+
+
+def eval_provenance(job: EvalJob, samples: str, ks: list[int]) -> dict:
+    """What a report measured: the model (its path and content fingerprint), the data and the
+    samples (their sha256), how the samples were drawn (sampling settings, seed, template, engine),
+    and the r1 and library versions. The sampling record of the samples file (FILE.r1.json, which
+    `r1 sample` and `r1 eval` write) says how they were drawn; samples from elsewhere have none."""
+    sidecar = _sample_record(samples)
+    made = sidecar.get("identity", {}).get("options", {})
+    model = job.model or sidecar.get("model")
+    block: dict = {"r1_version": __version__, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv}
+    block["model"] = _model_provenance(model, sidecar.get("identity", {}).get("models", {}).get("model")) if model else None
+    block["data"] = [describe_input(path, job.source) for path in job.data] or None
+    block["samples"] = describe_input(samples, job.source if job.samples else None)
+    block.update({"n": job.n if job.model else None, "k": ks, "sampling": {key: made[key] for key in SAMPLING_KEYS if key in made} or None,
+                  "seed": made.get("seed"), "template": made.get("template"), "system": made.get("system"), "dtype": made.get("dtype"),
+                  "engines": sidecar.get("engines")})
+    if job.model:
+        from r1cli.data.templates import resolve_template
+        from r1cli.modeling import load_tokenizer
+
+        block["template_used"] = resolve_template(job.prompt.template, load_tokenizer(job.model))
+    block["libraries"] = library_versions()
+    return block
+
+
+def _sample_record(samples: str) -> dict:
+    """The sampling record beside SAMPLES, if r1 wrote one (samples from elsewhere have none)."""
+    if samples == STDIO or not Path(samples).is_file():
+        return {}
+    try:
+        return read_sidecar(samples) or {}
+    except UserError:  # a file of that name r1 did not write: no record of how the samples were made
+        return {}
+
+
+def _model_provenance(model: str, fingerprint: str | None) -> dict:
+    path = Path(model)
+    block: dict = {"path": str(path.resolve()) if path.exists() else model, "fingerprint": fingerprint}
+    if is_complete(path):
+        lineage = read_lineage(path)
+        block["made_by"] = {"command": lineage.get("command"), "step": lineage.get("step"), "written_at": lineage.get("written_at")}
+    return block
+
+
+def add_to_model_card(checkpoint: Path, out: Path, report: dict) -> None:
+    """The report's overall figures into CHECKPOINT's model card (an r1 checkpoint's: one made
+    elsewhere, a hub cache's snapshot say, is not written to). A card that cannot be written (a
+    read-only checkpoint) is said, and the report stands."""
+    provenance = report["provenance"]
+    entry = {key: provenance.get(key) for key in ("data", "n", "k", "sampling", "seed", "template", "template_used", "written_at")}
+    entry["fingerprint"] = (provenance.get("model") or {}).get("fingerprint")
+    try:
+        record_eval(checkpoint, out, {**entry, "overall": report["overall"]})
+    except OSError as error:
+        warn(f"{checkpoint}: its model card was not updated ({error.strerror or error})")
+        return
+    log(f"added {out.name} to {checkpoint / 'README.md'}")
 
 
 def parse_ks(text: str | None, n: int) -> list[int]:
@@ -109,13 +181,13 @@ def parse_ks(text: str | None, n: int) -> list[int]:
     return ks
 
 
-def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str) -> str:
-    """One file: itself. Several: their prompt records, each with its `dataset`, beside the report."""
+def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str, source: DataOptions) -> str:
+    """One input: itself. Several: their prompt records, each with its `dataset`, beside the report."""
     if len(data) == 1:
         return data[0]
     combined = []
     for path in data:
-        for record in read_records(path):
+        for record in read_records(path, source):
             prompt = to_prompt_record(record, prompt_key, answer_key)
             prompt.setdefault("dataset", Path(path).stem if Path(path).stem != "test" else Path(path).parent.name)
             prompt["id"] = f"{prompt['dataset']}/{prompt['id']}"
@@ -125,12 +197,12 @@ def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str) 
     return str(path)
 
 
-def _read_samples(path: str) -> list[Record]:
+def _read_samples(path: str, source: DataOptions | None = None) -> list[Record]:
     """Sample records from any generator: `completion` is required; `id` and `sample` derived
     (a hash of the prompt; the order within a prompt) when absent."""
     records = []
     counters: dict[str, int] = defaultdict(int)
-    for record in read_records(path):
+    for record in read_records(path, source):
         check_sample_fields(record, prompt_required=False)
         if record.get("id") is None:
             record["id"] = prompt_id(record.get("prompt", ""))

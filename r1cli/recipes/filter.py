@@ -21,7 +21,7 @@ from r1cli.data.records import (
     write_records,
 )
 from r1cli.errors import UserError
-from r1cli.options import FilterOptions, RewardSettings, as_dict
+from r1cli.options import DataOptions, FilterOptions, RewardSettings, as_dict
 from r1cli.rewards.registry import Scorer, parse_rewards, reward_options
 
 SAMPLE_FIELDS = ("prompt", "completion", "reasoning", "response")
@@ -35,6 +35,7 @@ class FilterJob:
     out: str
     rules: FilterOptions = FilterOptions()
     rewards: RewardSettings = RewardSettings()
+    source: DataOptions = DataOptions()  # the split and subset of SAMPLES when it is a dataset
 
 
 def run_filter(job: FilterJob) -> None:
@@ -59,7 +60,7 @@ def run_filter(job: FilterJob) -> None:
     if rules.one_language and "language" not in names:
         specs += parse_rewards(["language=0"])
 
-    records = [_sample(record) for record in read_records(samples)]
+    records = [_sample(record) for record in read_records(samples, job.source)]
     if not records:
         raise UserError(f"{samples}: no records (the input is empty)")
     scorer = Scorer(specs)

@@ -24,6 +24,7 @@ from r1cli.errors import UserError
 from r1cli.modeling import load_model, prepare_for_training, resolve_device, resolve_dtype
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     LoraOptions,
     PromptOptions,
     RewardSettings,
@@ -32,6 +33,7 @@ from r1cli.options import (
     RunOptions,
     recorded_options,
 )
+from r1cli.report.card import think_format_reason
 from r1cli.rewards.registry import RewardSpec, Scorer, parse_rewards, reward_options
 from r1cli.rewards.sandbox import require_isolation
 from r1cli.rl.loss import LOSS_TYPES, SCALINGS
@@ -78,6 +80,7 @@ class GRPOConfig:
     compute: ComputeOptions = ComputeOptions()
     run: RunOptions = RunOptions()
     rewards: RewardSettings = RewardSettings()
+    source: DataOptions = DataOptions()
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
@@ -120,7 +123,8 @@ def run_grpo(config: GRPOConfig) -> None:
     if any(spec.name == "code" for spec in specs):
         require_isolation("--reward code")
     options = config.options()
-    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts}, may_change=RESUME_MAY_CHANGE)
+    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts}, may_change=RESUME_MAY_CHANGE,
+                                 source=config.source)
     with runs.exclusive(out):
         if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts]):
             return
@@ -134,7 +138,8 @@ def run_grpo(config: GRPOConfig) -> None:
         budget = token_budget(config.optim.max_tokens_per_batch, policy.network, policy.device, policy.dtype, config.optim.gradient_checkpointing)
         scorer = Scorer(specs)
         writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([config.prompts]), policy.dtype)
+                                ckpt.describe_inputs([config.prompts], config.source), policy.dtype,
+                                think_format_reason(template=config.prompt.template, rewards=config.reward))
         sampling = config.sampling()
         log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
             f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}, "
@@ -186,7 +191,7 @@ def refresh(engine, policy: Policy, config: GRPOConfig, step: int) -> float:
 
 
 def load_prompts(config: GRPOConfig) -> list:
-    records, repeated = unique_ids([to_prompt_record(r, config.prompt.prompt_key, config.prompt.answer_key) for r in read_records(config.prompts)])
+    records, repeated = unique_ids([to_prompt_record(r, config.prompt.prompt_key, config.prompt.answer_key) for r in read_records(config.prompts, config.source)])
     if repeated:
         warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are used once")
     if len(records) < config.prompts_per_step:

@@ -22,6 +22,7 @@ from r1cli.console import log
 from r1cli.data.outputs import check_file_output, exclusive
 from r1cli.data.records import (
     STDIO,
+    is_dataset_input,
     is_table_file,
     parse_line,
     read_records,
@@ -30,6 +31,7 @@ from r1cli.data.records import (
     write_records,
 )
 from r1cli.errors import UserError
+from r1cli.options import DataOptions
 
 
 @dataclass
@@ -50,6 +52,7 @@ class MixJob:
     total: int | None = None
     seed: int = 0
     unique: bool = False
+    source: DataOptions = DataOptions()  # the split and subset of the dataset inputs
 
 
 def run_mix(job: MixJob) -> None:
@@ -60,7 +63,7 @@ def run_mix(job: MixJob) -> None:
     rng = random.Random(seed)
     check_file_output(out, [spec if Path(spec).exists() else spec.rpartition(":")[0] or spec for spec in inputs])
     with tempfile.TemporaryDirectory() as scratch:
-        sources = [parse_source(spec, scratch) for spec in inputs]
+        sources = [parse_source(spec, scratch, job.source) for spec in inputs]
         seen: set[bytes] | None = set() if unique else None
         for source in sources:
             index_source(source, seen)
@@ -88,7 +91,7 @@ def run_mix(job: MixJob) -> None:
     log(f"mix: wrote {count} records to {out}: " + "; ".join(report))
 
 
-def parse_source(spec: str, scratch: str) -> Source:
+def parse_source(spec: str, scratch: str, selection: DataOptions | None = None) -> Source:
     path, separator, weight_text = spec.rpartition(":")
     weight = 1.0
     if separator:
@@ -105,15 +108,13 @@ def parse_source(spec: str, scratch: str) -> Source:
         with open(spooled, "wb") as handle:
             shutil.copyfileobj(sys.stdin.buffer, handle)
         return Source(spooled, weight, "<stdin>")
-    elif Path(path).is_dir():
-        raise UserError(f"{path}: is a directory, not a file of records")
-    elif not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
-    elif is_table_file(path):
+    elif is_dataset_input(path) or (Path(path).is_file() and is_table_file(path)):
         # what the other commands read, mixed the same way: as JSONL lines (record N at line N)
         converted = str(Path(scratch) / f"input{len(list(Path(scratch).iterdir()))}.jsonl")
-        write_records(converted, read_records(path))
+        write_records(converted, read_records(path, selection))
         return Source(converted, weight, path, "row ")
+    elif not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
     return Source(path, weight, path)
 
 

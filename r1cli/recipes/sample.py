@@ -26,10 +26,10 @@ from r1cli.data.records import (
     write_json,
 )
 from r1cli.data.templates import TEMPLATES, format_prompt
-from r1cli.engines.base import SamplingOptions, engine_names, make_engine
+from r1cli.engines.base import SamplingOptions, engine_name, engine_names, make_engine
 from r1cli.errors import UserError
 from r1cli.modeling import resolve_device, resolve_dtype
-from r1cli.options import ComputeOptions, GenerationOptions, PromptOptions
+from r1cli.options import ComputeOptions, DataOptions, GenerationOptions, PromptOptions
 from r1cli.seeding import derive_seed
 
 
@@ -47,6 +47,7 @@ class SampleJob:
     shard: str = "0/1"
     seed: int = 0
     overwrite: bool = False
+    source: DataOptions = DataOptions()  # the split and subset of PROMPTS when it is a dataset
 
     def check(self) -> None:
         if self.prompt.template not in TEMPLATES:
@@ -86,13 +87,15 @@ def run_sample(job: SampleJob) -> None:
                                  options=job.shaping_options())
         partial, record_file = Path(f"{job.out}.partial"), runs.sidecar(job.out)
         new = not (Path(job.out).exists() or partial.exists() or record_file.exists())
-        done = _claim(job, identity)
+        # the engines that generated the file, for the record (a resumed file may have had several)
+        engines = set() if job.overwrite else set((runs.read_sidecar(job.out) or {}).get("engines", []))
+        done = _claim(job, identity, engines)
         pending = [(record, [k for k in range(job.n) if (record["id"], k) not in done]) for record in records]
         pending = [(record, missing) for record, missing in pending if missing]
         if pending:
             try:
                 with open(partial, "a", encoding="utf-8") as sink:
-                    _generate(job, pending, sink)
+                    engines.add(_generate(job, pending, sink))
             except BaseException:
                 if new and partial.exists() and partial.stat().st_size == 0:  # failed before any sample: leave nothing
                     partial.unlink()
@@ -101,12 +104,12 @@ def run_sample(job: SampleJob) -> None:
         else:
             log(f"{job.out} is complete ({len(records) * job.n} samples); nothing to do")
         os.replace(partial, job.out)
-        _write_sidecar(job, identity, complete=True)
+        _write_sidecar(job, identity, complete=True, engines=engines)
 
 
 def load_prompts(job: SampleJob) -> list[Record]:
     index, count = parse_shard(job.shard)
-    chosen = [to_prompt_record(r, job.prompt.prompt_key, job.prompt.answer_key) for i, r in enumerate(read_records(job.prompts)) if i % count == index]
+    chosen = [to_prompt_record(r, job.prompt.prompt_key, job.prompt.answer_key) for i, r in enumerate(read_records(job.prompts, job.source)) if i % count == index]
     records, repeated = unique_ids(chosen)
     if repeated:
         warn(f"{repeated} prompt(s) repeat an earlier id (or prompt) and are sampled once")
@@ -115,7 +118,7 @@ def load_prompts(job: SampleJob) -> list[Record]:
     return records
 
 
-def _claim(job: SampleJob, identity: runs.Identity) -> set[tuple[str, int]]:
+def _claim(job: SampleJob, identity: runs.Identity, engines: set[str]) -> set[tuple[str, int]]:
     """Make JOB.out this job's: start it, or resume it when the same model, prompts and options
     made it. Returns the (id, sample) pairs already written."""
     out, partial = Path(job.out), Path(f"{job.out}.partial")
@@ -132,15 +135,15 @@ def _claim(job: SampleJob, identity: runs.Identity) -> set[tuple[str, int]]:
         if saved.get("n", 0) > job.n:
             raise UserError(f"--out {out}: holds {saved['n']} samples per prompt, more than --n {job.n}: "
                             f"use --n {saved['n']}, --overwrite, or another --out")
-    _write_sidecar(job, identity, complete=False)
+    _write_sidecar(job, identity, complete=False, engines=engines)
     if out.exists():
         os.replace(out, partial)  # a finished file reopened to add samples
     return _written_pairs(partial, job.n)
 
 
-def _write_sidecar(job: SampleJob, identity: runs.Identity, *, complete: bool) -> None:
+def _write_sidecar(job: SampleJob, identity: runs.Identity, *, complete: bool, engines: set[str]) -> None:
     write_json(runs.sidecar(job.out), {"command": "sample", "model": job.model, "prompts": job.prompts, "n": job.n,
-                                       "identity": identity.to_json(), "complete": complete, "argv": sys.argv})
+                                       "identity": identity.to_json(), "complete": complete, "engines": sorted(engines), "argv": sys.argv})
 
 
 def _written_pairs(partial: Path, n: int) -> set[tuple[str, int]]:
@@ -172,8 +175,9 @@ def _written_pairs(partial: Path, n: int) -> set[tuple[str, int]]:
     return done
 
 
-def _generate(job: SampleJob, pending: list[tuple[Record, list[int]]], sink) -> None:
-    """Generate the MISSING samples of each prompt, a batch of prompts at a time, into SINK."""
+def _generate(job: SampleJob, pending: list[tuple[Record, list[int]]], sink) -> str:
+    """Generate the MISSING samples of each prompt, a batch of prompts at a time, into SINK; return
+    the name of the engine that generated them."""
     engine, tokenizer = make_engine(job.generation.engine, job.model, dtype=job.compute.dtype, device=job.compute.device,
                                     batch_size=job.generation.generation_batch_size, seed=job.seed, memory_share=job.generation.engine_memory)
     prompt_ids = [tokenizer(format_prompt(record["prompt"], tokenizer, job.prompt.template, job.prompt.system),
@@ -196,6 +200,7 @@ def _generate(job: SampleJob, pending: list[tuple[Record, list[int]]], sink) -> 
             bar.update(task, advance=len(chunk), status=f"{tokens / (time.time() - started):.0f} tokens/s")
     engine.close()
     log(f"wrote {job.out} ({tokens} completion tokens in {time.time() - started:.0f} s)")
+    return engine_name(engine)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

@@ -9,7 +9,7 @@ the teacher's token-level KL to the cross-entropy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from r1cli.console import format_status, log, progress_bar, warn
 from r1cli.data import outputs as runs
 from r1cli.data.records import read_all
-from r1cli.data.sft_rows import IGNORE, Row, StepPlan, collate, encode_records, to_rows
+from r1cli.data.sft_rows import IGNORE, Row, StepPlan, collate, encode_records, to_rows, trained_text
 from r1cli.data.templates import resolve_template
 from r1cli.errors import UserError
 from r1cli.modeling import (
@@ -31,12 +31,14 @@ from r1cli.modeling import (
 )
 from r1cli.options import (
     ComputeOptions,
+    DataOptions,
     LoraOptions,
     OptimizerOptions,
     RunOptions,
     SFTOptimizerOptions,
     recorded_options,
 )
+from r1cli.report.card import think_format_reason, think_share
 from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
 from r1cli.train.batching import token_budget, within_budget
@@ -53,7 +55,8 @@ from r1cli.train.resume import already_finished, resume, training_identity
 from r1cli.train.teacher import Teacher
 
 # Options that may change between a run and its resumption without changing what it computes.
-RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size", "max_tokens_per_batch")
+RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size", "eval_split",
+                     "max_tokens_per_batch")
 STATUS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")
 
 
@@ -74,10 +77,15 @@ class SFTConfig:
     lora: LoraOptions = LoraOptions()
     compute: ComputeOptions = ComputeOptions()
     run: RunOptions = RunOptions()
+    source: DataOptions = DataOptions()  # the split and subset of DATA's dataset inputs
+    eval_split: str | None = None  # of EVAL_DATA's (default: source.split)
 
     def options(self) -> dict:
         """Every option by its command-line name, as r1.json records it."""
         return {**recorded_options(self), "eval_data": list(self.eval_data) or None}
+
+    def eval_source(self) -> DataOptions:
+        return replace(self.source, split=self.eval_split or self.source.split)
 
 
 @dataclass
@@ -96,6 +104,7 @@ class SFTState:
     device: torch.device
     dtype: torch.dtype
     truncated: int
+    think_format: str | None  # why the data teaches the think format (the checkpoint's sampling defaults), or None
     max_tokens_per_batch: int  # padded tokens per micro-batch at most
 
 
@@ -116,14 +125,15 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
     options = config.options()
     models = {"model": config.model, **({"teacher": teacher.path} if teacher else {})}
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
-                                 may_change=RESUME_MAY_CHANGE)
+                                 may_change=RESUME_MAY_CHANGE, source=config.source)
     with runs.exclusive(out):
         if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data]):
             return
         started = time.time()
         state = prepare(config, out, identity, teacher)
         writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([*config.data, *config.eval_data]), state.dtype)
+                                ckpt.describe_inputs(config.data, config.source) + ckpt.describe_inputs(config.eval_data, config.eval_source()),
+                                state.dtype, state.think_format)
         metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step)
         line: dict = {}
         with progress_bar() as bar:
@@ -165,8 +175,10 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     # Full fine-tuning keeps fp32 master weights (autocast computes in DTYPE); LoRA keeps the base in DTYPE.
     network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32, seed=config.run.seed)
     template = resolve_template(config.template, tokenizer)
-    rows, truncated = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing)
-    eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False)[0] if config.eval_data else []
+    rows, truncated, share = load_rows(config.data, tokenizer, template=template, max_length=config.max_length, packing=config.packing,
+                                       source=config.source)
+    eval_rows = load_rows(config.eval_data, tokenizer, template=template, max_length=config.max_length, packing=False,
+                          source=config.eval_source())[0] if config.eval_data else []
     plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
     total_steps = plan.total_steps(config.epochs, config.max_steps)
     network = prepare_for_training(network, config.model, config.lora, config.optim.gradient_checkpointing).to(device)
@@ -184,16 +196,20 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
         teacher.prepare(tokenizer, config.model, device, dtype)
     budget = token_budget(config.optim.max_tokens_per_batch, network, device, dtype, config.optim.gradient_checkpointing)
     return SFTState(network, tokenizer, rows, eval_rows, plan, total_steps, optimizer, scheduler,
-                    progress["step"] if progress else 0, device, dtype, truncated, budget)
+                    progress["step"] if progress else 0, device, dtype, truncated, think_format_reason(template=template, think_share=share),
+                    budget)
 
 
-def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool) -> tuple[list[Row], int]:
-    """The token rows of the records in PATHS, and how many examples were truncated."""
-    examples = encode_records(read_all(paths), tokenizer, template=template, max_length=max_length)
+def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool,
+              source: DataOptions | None = None) -> tuple[list[Row], int, float]:
+    """The token rows of the records in PATHS (SOURCE: the split and subset of dataset inputs), how
+    many examples were truncated, and the share of records whose trained text closes a think block."""
+    records = read_all(paths, source)
+    examples = encode_records(records, tokenizer, template=template, max_length=max_length)
     rows = to_rows(examples, max_length=max_length, packing=packing)
     if not rows:
         raise UserError(f"{', '.join(map(str, paths))}: no example has a token to train on")
-    return rows, sum(e.truncated for e in examples)
+    return rows, sum(e.truncated for e in examples), think_share([trained_text(record) for record in records])
 
 
 def token_loss_sum(network, batch: dict[str, torch.Tensor], teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

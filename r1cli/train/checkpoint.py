@@ -29,8 +29,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from r1cli import __version__
-from r1cli.data.records import file_sha256, input_sha256, read_json_file, write_json
+from r1cli.data.records import describe_input, file_sha256, read_json_file, write_json
 from r1cli.errors import UserError
+from r1cli.hub import is_hub_name
+from r1cli.report.card import REASONING_SAMPLING, card_name, set_reasoning_sampling, write_card
 
 LINEAGE = "r1.json"
 STATE = "state"
@@ -52,12 +54,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def describe_inputs(paths: list[str]) -> list[dict]:
-    return [{"path": str(Path(p).resolve()) if p != "-" else "-", "sha256": input_sha256(p)} for p in paths]
+def describe_inputs(paths, source=None) -> list[dict]:
+    """Each input's path (a hub dataset's name, split and subset) and content sha256, for r1.json."""
+    return [describe_input(path, source) for path in paths]
 
 
 def describe_parent(model: str) -> dict:
-    """The parent checkpoint (or config) as lineage: its path and, if r1 made it, its command."""
+    """The parent checkpoint (or config) as lineage: its path and, if r1 made it, its command; and
+    `base_model`, the hub model the lineage starts from (the parent itself, or its own base_model)."""
     path = Path(model)
     parent: dict = {"path": str(path.resolve()) if path.exists() else model}
     if path.is_file():
@@ -66,10 +70,14 @@ def describe_parent(model: str) -> dict:
         lineage = read_json_file(path / LINEAGE)
         parent["command"] = lineage.get("command")
         parent["step"] = lineage.get("step")
+        parent["base_model"] = (lineage.get("parent") or {}).get("base_model")
+    elif not path.exists() and is_hub_name(model):
+        parent["base_model"] = model
     return parent
 
 
-def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], step: int, metrics: dict, identity: dict | None = None) -> dict:
+def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], step: int, metrics: dict, identity: dict | None = None,
+            sampling_defaults: dict | None = None) -> dict:
     return {
         "r1_version": __version__,
         "command": command,
@@ -81,6 +89,7 @@ def lineage(command: str, options: dict, *, parent: dict, inputs: list[dict], st
         "step": step,
         "metrics": metrics,
         "identity": identity,  # what a rerun must match to count as the same run (r1cli.data.outputs.Identity)
+        "sampling_defaults": sampling_defaults,  # what generation_config.json sets, and why (r1cli.report.card)
         "libraries": library_versions(),
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -249,22 +258,33 @@ class RunWriter:
     parent: dict
     inputs: list[dict]
     save_dtype: torch.dtype
+    think_format: str | None = None  # why the stage trains the think format (r1cli.report.card), or None
 
     def lineage(self, step: int, metrics: dict) -> dict:
+        defaults = {**REASONING_SAMPLING, "reason": self.think_format} if self.think_format else None
         return lineage(self.command, self.options, parent=self.parent, inputs=self.inputs, step=step, metrics=metrics,
-                       identity=self.identity)
+                       identity=self.identity, sampling_defaults=defaults)
+
+    def _fill(self, directory: Path, write_model: Callable[[Path], None], record: dict, final: Path) -> None:
+        """The loadable model, R1's sampling settings for a think-format model, and the model card
+        (of FINAL, the checkpoint's own directory, which DIRECTORY is written for)."""
+        write_model(directory)
+        if record["sampling_defaults"]:
+            set_reasoning_sampling(directory)
+        write_card(directory, record, name=card_name(final))
 
     def save(self, step: int, network, tokenizer, optimizer, scheduler, metrics: dict, *, keep: int,
              progress: dict | None = None, extra_state: dict | None = None) -> None:
         """An intermediate checkpoint at STEP (then only the newest KEEP are kept)."""
         state = {"step": step, "options": self.options, "identity": self.identity, **(progress or {})}
-        write_checkpoint(checkpoint_dir(self.out, step),
-                         lambda directory: write_intermediate(directory, network, tokenizer, optimizer, scheduler, state,
-                                                              self.save_dtype, extra_state),
-                         self.lineage(step, metrics))
+        record, target = self.lineage(step, metrics), checkpoint_dir(self.out, step)
+        write_checkpoint(target, lambda directory: self._fill(directory, lambda d: write_intermediate(d, network, tokenizer, optimizer, scheduler,
+                                                                                                      state, self.save_dtype, extra_state),
+                                                              record, target), record)
         prune_checkpoints(self.out, keep)
 
     def finish(self, step: int, network, tokenizer, metrics: dict, *, merge: bool = True) -> None:
         """The final checkpoint, in OUT itself; its r1.json marks the run complete."""
-        write_checkpoint(self.out, lambda directory: write_final(directory, network, tokenizer, self.save_dtype, merge),
-                         self.lineage(step, metrics))
+        record = self.lineage(step, metrics)
+        write_checkpoint(self.out, lambda directory: self._fill(directory, lambda d: write_final(d, network, tokenizer, self.save_dtype, merge),
+                                                                record, self.out), record)

@@ -9,18 +9,21 @@ from r1cli.console import log
 from r1cli.data import outputs as runs
 from r1cli.data.records import input_sha256
 from r1cli.errors import UserError
+from r1cli.options import DataOptions
 from r1cli.train import checkpoint as ckpt
 
 # Options naming files: what they hold is compared (by content), not how they are spelled.
 PATH_OPTIONS = ("model", "data", "prompts", "out", "eval_data", "teacher", "student", "traces")
 
 
-def training_identity(options: dict, *, models: dict[str, str], inputs: dict[str, str], may_change: tuple[str, ...]) -> runs.Identity:
-    """What a training run's result depends on: its models' contents, its inputs' bytes, and the
-    options other than paths and those that may change between a run and its resumption."""
+def training_identity(options: dict, *, models: dict[str, str], inputs: dict[str, str], may_change: tuple[str, ...],
+                      source: DataOptions | None = None) -> runs.Identity:
+    """What a training run's result depends on: its models' contents, its inputs' bytes (of a
+    dataset input, SOURCE's split of it), and the options other than paths and those that may
+    change between a run and its resumption."""
     return runs.Identity(
         models={role: runs.model_fingerprint(model) for role, model in models.items()},
-        inputs={role: input_sha256(path) for role, path in inputs.items()},
+        inputs={role: input_sha256(path, source) for role, path in inputs.items()},
         # as r1.json holds them (a tuple reads back as a list)
         options=json.loads(json.dumps({k: v for k, v in options.items() if k not in may_change and k not in PATH_OPTIONS})),
     )
