@@ -148,7 +148,7 @@ def longest_mode(args) -> None:
     policy = make_policy(args.config)
     warm_up(policy)
     fits = None
-    for length in (1024, 2048, 4096, 8192, 16384, 32768):
+    for length in (length for length in (1024, 2048, 4096, 8192, 16384, 32768) if length >= args.start):
         result = one_update(policy, rollouts(args.completions, args.prompt_tokens, length, policy.network.config.vocab_size), "new", 8)
         print(json.dumps({"mode": "longest", "config": Path(args.config).name, "completion_tokens": length, **result}), flush=True)
         if result.get("oom"):
@@ -161,39 +161,47 @@ def longest_mode(args) -> None:
 
 
 def loss_mode(args) -> None:
-    """Peak memory of the scoring alone (head, log-softmax, gather, entropy, backward) on given hidden states."""
-    from legacy_logits import IGNORE  # noqa: F401  (the legacy module is the old path's home)
-
+    """Peak memory above the inputs and time of the scoring alone (head, log-softmax, gather,
+    entropy, backward) on given hidden states; each side run twice, the second one reported."""
     from r1cli.train.logprobs import OutputHead, chunked_token_scores
 
     device = DEVICE
     hidden_size, vocab = (896, 151936) if DEVICE.type == "cuda" else (64, 5000)
     weight = torch.randn(vocab, hidden_size, device=device, requires_grad=True)
-    targets = torch.randint(vocab, (args.tokens,), device=device)
-    inputs = torch.randn(args.tokens, hidden_size, device=device, dtype=torch.bfloat16)
-    for side in ("new", "old"):
-        hidden = inputs.clone().requires_grad_(True)
-        weight.grad = None
-        synchronize()
-        base = allocated_bytes()
-        reset_peak()
-        started = time.perf_counter()
+
+    def score(side, hidden, targets):
         with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
             if side == "new":
                 scores = chunked_token_scores(hidden, OutputHead(weight, None), targets, 1.0, with_entropy=True)
-                logprobs, entropy = scores.logprobs_N, scores.entropy_N.detach()
-            else:
-                logprobs_NV = (torch.nn.functional.linear(hidden, weight).float() / 1.0).log_softmax(-1)
-                logprobs = logprobs_NV.gather(-1, targets[:, None]).squeeze(-1)
-                with torch.no_grad():
-                    entropy = -(logprobs_NV.exp() * logprobs_NV).sum(-1)
-        logprobs.sum().backward()
-        synchronize()
-        print(json.dumps({"mode": "loss", "side": side, "tokens": args.tokens, "vocab": vocab,
-                          "peak_gib_above_inputs": round((peak_bytes() - base) / GiB, 2),
-                          "seconds": round(time.perf_counter() - started, 3), "entropy_mean": round(entropy.float().mean().item(), 4)}),
-              flush=True)
-        del logprobs, entropy, hidden
+                return scores.logprobs_N, scores.entropy_N.detach()
+            logprobs_NV = (torch.nn.functional.linear(hidden, weight).float() / 1.0).log_softmax(-1)
+            with torch.no_grad():
+                entropy = -(logprobs_NV.exp() * logprobs_NV).sum(-1)
+            return logprobs_NV.gather(-1, targets[:, None]).squeeze(-1), entropy
+
+    for tokens in args.tokens:
+        inputs = torch.randn(tokens, hidden_size, device=device, dtype=torch.bfloat16)
+        targets = torch.randint(vocab, (tokens,), device=device)
+        for side in ("new", "old"):
+            result: dict = {}
+            for _ in range(2):
+                hidden = inputs.clone().requires_grad_(True)
+                weight.grad = None
+                synchronize()
+                base = allocated_bytes()
+                reset_peak()
+                started = time.perf_counter()
+                try:
+                    logprobs, entropy = score(side, hidden, targets)
+                    logprobs.sum().backward()
+                    synchronize()
+                    result = {"peak_gib_above_inputs": round((peak_bytes() - base) / GiB, 2), "seconds": round(time.perf_counter() - started, 3),
+                              "entropy_mean": round(entropy.float().mean().item(), 4)}
+                    del logprobs, entropy
+                except torch.OutOfMemoryError:
+                    result = {"oom": True}
+                    torch.cuda.empty_cache()
+            print(json.dumps({"mode": "loss", "side": side, "tokens": tokens, "vocab": vocab, **result}), flush=True)
 
 
 # ---------------------------------------------------------------- SFT (GPU)
@@ -295,7 +303,8 @@ def main() -> None:
     parser.add_argument("--completions", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--old-rows", type=int, default=8, help="the old path's rows per micro-batch")
-    parser.add_argument("--tokens", type=int, default=8192, help="loss mode: scored tokens")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[8192], help="loss mode: scored tokens")
+    parser.add_argument("--start", type=int, default=1024, help="longest mode: the first length tried")
     parser.add_argument("--rows", type=int, default=16, help="sft mode: rows per step")
     parser.add_argument("--row-tokens", type=int, default=4096)
     parser.add_argument("--legacy", action="store_true")

@@ -141,9 +141,7 @@ def run_grpo(config: GRPOConfig) -> None:
                                 ckpt.describe_inputs([config.prompts], config.source), policy.dtype,
                                 think_format_reason(template=config.prompt.template, rewards=config.reward))
         sampling = config.sampling()
-        log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
-            f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}, "
-            f"micro-batches of at most {budget:,} tokens")
+        log_plan(config, len(prompts.records), specs, policy, budget)
         metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step)
         line: dict = {}
         with progress_bar() as bar:
@@ -177,6 +175,12 @@ def run_grpo(config: GRPOConfig) -> None:
         final = {**line, "wall_seconds": round(time.time() - started, 1)}
         writer.finish(config.steps, policy.network, setup.tokenizer, final, merge=config.lora.merge)
         log(f"wrote {out} (step {config.steps}: {format_status(final, ('reward', 'accuracy', 'format', 'wall_seconds'))})")
+
+
+def log_plan(config: GRPOConfig, n_prompts: int, specs, policy: Policy, budget: int) -> None:
+    log(f"grpo: {n_prompts} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
+        f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}, "
+        f"micro-batches of at most {budget:,} tokens")
 
 
 def refresh(engine, policy: Policy, config: GRPOConfig, step: int) -> float:

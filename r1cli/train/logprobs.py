@@ -23,11 +23,12 @@ import torch.nn.functional as F
 from r1cli.modeling import hf_base
 
 # A chunk's fp32 logits take at least MIN_CHUNK_BYTES and at most MAX_CHUNK_BYTES (the passes
-# hold two or three such buffers at once); in between, a call makes about vocabulary / hidden
-# chunks, so the chunk logits are about the size of the hidden states and the fixed cost of a
-# chunk (the [V, H] weight-gradient accumulation) is paid ~V/H times, not once per few hundred tokens.
-MIN_CHUNK_BYTES = 128 * 2**20
+# hold two or three such buffers at once); in between, a call makes about vocabulary / (4 hidden)
+# chunks (~40 for Qwen), so the chunk logits are a few times the size of the hidden states and the
+# fixed cost of a chunk (accumulating the [V, H] weight gradient) is paid ~40 times a call.
+MIN_CHUNK_BYTES = 32 * 2**20
 MAX_CHUNK_BYTES = 1024 * 2**20
+CHUNK_SPAN = 4  # chunk logits / hidden-state elements
 
 # Architectures whose causal-LM logits are exactly `lm_head(decoder(...))`: their tokens can be
 # scored from the decoder's hidden states. Others (logit soft-capping, logit scales) are scored
@@ -115,7 +116,7 @@ def teacher_kl_sum(student_hidden_NH: torch.Tensor, student_head: OutputHead, te
 def default_chunk_tokens(tokens: int, vocab_size: int, hidden_size: int) -> int:
     row_bytes = 4 * max(1, vocab_size)
     smallest, largest = max(16, MIN_CHUNK_BYTES // row_bytes), max(16, MAX_CHUNK_BYTES // row_bytes)
-    return min(largest, max(smallest, -(-tokens * hidden_size // max(1, vocab_size))))
+    return min(largest, max(smallest, -(-CHUNK_SPAN * tokens * hidden_size // max(1, vocab_size))))
 
 
 def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -240,8 +241,8 @@ def _accumulate(grad_logits_CV, hidden_CH, weight_VH, rows, grad_hidden, grad_we
     grad_logits = grad_logits_CV.to(weight_VH.dtype)
     if grad_hidden is not None:
         grad_hidden[rows] = (grad_logits @ weight_VH).to(grad_hidden.dtype)
-    if grad_weight is not None:
-        grad_weight += (grad_logits.T @ hidden_CH.to(weight_VH.dtype)).float()
+    if grad_weight is not None:  # added into fp32 in one pass (no fp32 copy of the chunk's product first)
+        grad_weight.add_(grad_logits.T @ hidden_CH.to(weight_VH.dtype))
     if grad_bias is not None:
         grad_bias += grad_logits_CV.sum(0)
 
