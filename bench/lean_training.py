@@ -80,13 +80,13 @@ def rollouts(count: int, prompt_tokens: int, completion_tokens: int, vocab: int)
                     reward=0.0, truncated=False, scores={}, sample={}) for _ in range(count)]
 
 
-def one_update(policy, batch, side: str, old_rows: int) -> dict:
+def one_update(policy, batch, side: str, old_rows: int, new_budget: int | None = None) -> dict:
     """Peak memory and seconds of one update (the optimizer state already allocated by a warm-up)."""
     from r1cli.rl.policy import UpdateSettings, update_policy
 
     grad_accum = max(1, len(batch) // old_rows) if side == "old" else 1
     settings = UpdateSettings("grpo", 1.0, 0.2, 0.2, 0.04, 1, 1, grad_accum, False, len(batch[0].completion_ids), 1.0, 0,
-                              max_tokens_per_batch=None if side == "old" else budget(policy))
+                              max_tokens_per_batch=None if side == "old" else new_budget or budget(policy))
     advantages = torch.linspace(-1, 1, len(batch))
     synchronize()
     reset_peak()
@@ -121,7 +121,7 @@ def update_mode(args) -> None:
     vocab = policy.network.config.vocab_size
     for length in args.lengths:
         batch = rollouts(args.completions, args.prompt_tokens, length, vocab)
-        new = one_update(policy, batch, "new", args.old_rows)
+        new = one_update(policy, batch, "new", args.old_rows, args.new_budget)
         print(json.dumps({"mode": "update", "side": "new", "completions": args.completions, "completion_tokens": length, **new}), flush=True)
         saved = {name: getattr(module, name) for module, name in legacy_modules()}
         legacy_logits.install()
@@ -304,6 +304,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--old-rows", type=int, default=8, help="the old path's rows per micro-batch")
     parser.add_argument("--tokens", type=int, nargs="+", default=[8192], help="loss mode: scored tokens")
+    parser.add_argument("--new-budget", type=int, default=None, help="update mode: the new side's token budget [default: r1's]")
     parser.add_argument("--start", type=int, default=1024, help="longest mode: the first length tried")
     parser.add_argument("--rows", type=int, default=16, help="sft mode: rows per step")
     parser.add_argument("--row-tokens", type=int, default=4096)
