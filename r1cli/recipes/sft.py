@@ -241,21 +241,25 @@ def train_step(state: SFTState, step: int, max_grad_norm: float, teacher: Teache
                      for batch in within_budget(indices, widest, lambda i: len(state.rows[i].input_ids), state.max_tokens_per_batch)]
     batches = [[state.rows[i] for i in indices] for indices in micro_batches]
     label_total = sum(row.label_count for rows in batches for row in rows)
-    loss_total, kl_total, tokens = 0.0, 0.0, 0
+    loss_total = torch.zeros((), dtype=torch.float64, device=state.device)
+    kl_total = torch.zeros_like(loss_total)
+    tokens = 0
     for rows in batches:
         batch = collate(rows, state.tokenizer.pad_token_id, state.device)
         with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype != torch.float32):
             loss_sum, kl_sum = token_loss_sum(state.network, batch, teacher)
         objective = loss_sum if kl_sum is None else loss_sum + teacher.weight * kl_sum
         (objective / label_total).backward()
-        loss_total += loss_sum.item()
-        kl_total += 0.0 if kl_sum is None else kl_sum.item()
+        loss_total += loss_sum.detach().double()  # summed on the device: one read per step, below
+        if kl_sum is not None:
+            kl_total += kl_sum.detach().double()
         tokens += sum(len(row.input_ids) for row in rows)
     trainable = [p for p in state.network.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    return StepStats(loss_total / label_total, kl_total / label_total, float(grad_norm), tokens)
+    loss_sum, kl_sum, norm = torch.stack([loss_total, kl_total, grad_norm.double()]).tolist()
+    return StepStats(loss_sum / label_total, kl_sum / label_total, norm, tokens)
 
 
 @torch.no_grad()

@@ -145,15 +145,16 @@ class Totals:
         self.updates: list[tuple[float, float]] = []  # (loss, grad norm) of each update
 
     def add_tokens(self, mask_BT: torch.Tensor, entropy_BT: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        # torch.where, not boolean indexing: indexing would wait for the device to size its result.
         self.sums["tokens"] += mask_BT.sum()
-        self.sums["entropy"] += entropy_BT[mask_BT].double().sum()
+        self.sums["entropy"] += torch.where(mask_BT, entropy_BT.double(), 0.0).sum()
         for name in ("clipped_low", "clipped_high", "kl"):
             if name in parts:
-                self.sums[name] += parts[name].detach()[mask_BT].double().sum()
+                self.sums[name] += torch.where(mask_BT, parts[name].detach().double(), 0.0).sum()
 
     def add_engine_gap(self, policy_logprobs_BT: torch.Tensor, batch: RolloutTensors) -> None:
         gap_BT = (policy_logprobs_BT.float() - batch.engine_logprobs_BT).abs()
-        self.sums["gap"] += gap_BT[batch.engine_mask_BT].double().sum()
+        self.sums["gap"] += torch.where(batch.engine_mask_BT, gap_BT.double(), 0.0).sum()
         self.sums["gap_tokens"] += batch.engine_mask_BT.sum()
 
     def end_update(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
