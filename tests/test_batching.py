@@ -130,3 +130,14 @@ def test_gradient_checkpointing_with_chunked_scores_and_a_budget_changes_nothing
         weights.append({n: p.detach().clone() for n, p in policy.network.named_parameters()})
     for name in weights[0]:
         torch.testing.assert_close(weights[1][name], weights[0][name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_the_off_policy_engine_gap_is_measured_on_pi_old(tiny_checkpoint):
+    """With mu 2 the gap comes from pi_old's batched pass: the same figure as on policy, before any update."""
+    rollouts = ragged_rollouts(vocab=60, count=6, seed=4)
+    gaps = []
+    for iterations in (1, 2):
+        policy = make_policy(tiny_checkpoint, 0.0)
+        settings = UpdateSettings("grpo", 0.7, 0.2, 0.2, 0.0, iterations, 1, 1, False, 20, 1.0, 0, max_tokens_per_batch=30)
+        gaps.append(update_policy(policy, rollouts, torch.linspace(-1, 1, len(rollouts)), settings).engine_logprob_gap)
+    assert gaps[1] == pytest.approx(gaps[0], rel=1e-6) and gaps[0] > 0

@@ -139,3 +139,30 @@ def test_an_architecture_whose_logits_are_not_a_plain_projection_is_scored_from_
     torch.testing.assert_close(got, want)
     uncapped = F.linear(decoder_hidden(model, {"input_ids": input_ids})[0], model.lm_head.weight).log_softmax(-1)
     assert (uncapped.gather(-1, targets_N[:, None]).squeeze(-1) - want).abs().max() > 0.1  # the plain head would be wrong
+
+
+def test_under_bf16_autocast_with_fp32_weights_both_paths_agree_to_bf16_precision(tiny_checkpoint):
+    """As on a GPU: fp32 master weights, the matmuls in bf16. The chunked path casts explicitly in
+    both passes (its backward runs outside autocast), so it must match the model's own bf16 logits."""
+    model, tokenizer = load_model(str(tiny_checkpoint), seed=0)
+    input_ids = torch.tensor([tokenizer.encode("Ann has 3 pens, gets 2. How many pens now?")] * 3)
+    inputs = {"input_ids": input_ids}
+    scored_BL = torch.zeros_like(input_ids, dtype=torch.bool)
+    scored_BL[:, 3:-1] = True
+    targets_N = F.pad(input_ids[:, 1:], (0, 1))[scored_BL]
+    results = []
+    for chunked in (True, False):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if chunked:
+                scores = score_tokens(model, inputs, scored_BL, targets_N, temperature=0.6, chunk_tokens=5)
+            else:
+                scores = scores_from_logits(model(**inputs).logits[scored_BL], targets_N, temperature=0.6)
+        scores.logprobs_N.sum().backward()
+        results.append((scores.logprobs_N.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (chunked_lp, chunked_grads), (full_lp, full_grads) = results
+    assert chunked_lp.dtype == torch.float32
+    torch.testing.assert_close(chunked_lp, full_lp, atol=2e-2, rtol=2e-2)
+    for name, grad in full_grads.items():
+        assert chunked_grads[name].dtype == torch.float32
+        torch.testing.assert_close(chunked_grads[name], grad, atol=2e-2 * grad.abs().max().item(), rtol=5e-2, msg=name)

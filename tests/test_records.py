@@ -169,3 +169,53 @@ def test_a_missing_data_file_is_not_taken_for_a_hub_dataset(tmp_path):
     assert not any(map(is_hub_name, ("runs/data.jsonl", "gsm8k", "./a/b", "/abs/x", "a/b/c", "x/y.parquet")))
     with pytest.raises(UserError, match="runs/data.jsonl: no such file"):
         list(read_records("runs/data.jsonl"))
+
+
+def test_dataset_values_json_lacks_become_iso_text_or_one_clear_error(tmp_path):
+    """A dates column reads (and hashes) as ISO text, the same every time; a bytes column is one
+    line naming its row and column, not a traceback when r1 later writes or hashes the record."""
+    import datetime
+
+    import datasets
+
+    from r1cli.data.records import input_sha256
+
+    when = [datetime.datetime(2024, 1, 2, 3, 4, 5), datetime.datetime(2025, 6, 7, 8, 9, 10)]
+    datasets.Dataset.from_dict({"prompt": ["a", "b"], "answer": ["1", "2"], "when": when}).save_to_disk(str(tmp_path / "dated"))
+    records = list(read_records(str(tmp_path / "dated")))
+    assert [r["when"] for r in records] == ["2024-01-02T03:04:05", "2025-06-07T08:09:10"]
+    assert input_sha256(str(tmp_path / "dated")) == input_sha256(str(tmp_path / "dated"))
+    datasets.Dataset.from_dict({"prompt": ["a"], "blob": [b"\x00\x01"]}).save_to_disk(str(tmp_path / "binary"))
+    for call in (lambda: list(read_records(str(tmp_path / "binary"))), lambda: input_sha256(str(tmp_path / "binary"))):
+        with pytest.raises(UserError, match=r"binary:row 1: field 'blob' holds a bytes"):
+            call()
+
+
+def test_a_hub_models_fingerprint_is_the_same_before_and_after_its_first_download(tmp_path, monkeypatch):
+    """The identity of a run on a hub model is taken before the model loads; were it the name's
+    hash on the first run and the snapshot's afterwards, a killed first run could not resume."""
+    import huggingface_hub
+
+    from r1cli import hub
+    from r1cli.data.outputs import model_fingerprint
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    (snapshot / "config.json").write_text('{"model_type": "qwen2"}')
+    (snapshot / "model.safetensors").write_bytes(b"weights")
+    cached = {"done": False}
+
+    def fake_snapshot_download(name, local_files_only=False, allow_patterns=None):
+        if local_files_only and not cached["done"]:
+            raise FileNotFoundError(name)
+        cached["done"] = True
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(hub, "access", lambda: hub.HubAccess(True))
+    first = model_fingerprint("someone/tiny")  # the first run: not cached yet
+    cached["done"] = True  # the run then loads the model, which caches it
+    assert model_fingerprint("someone/tiny") == first  # the rerun resumes
+    monkeypatch.setattr(hub, "access", lambda: hub.HubAccess(False, "offline"))
+    cached["done"] = False
+    assert model_fingerprint("someone/other") != first  # offline and not cached: the name stands for itself

@@ -246,8 +246,13 @@ def _sampled_blocks(file: Path) -> bytes:
     return b"".join(parts)
 
 
+# What loading a hub model reads: fetched before the fingerprint, so that a run's identity is
+# the same before and after its first download (a killed first run then resumes).
+MODEL_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*")
+
+
 def _cached_snapshot(name: str) -> Path | None:
-    from r1cli.hub import is_hub_name
+    from r1cli.hub import access, is_hub_name
 
     if not is_hub_name(name):
         return None
@@ -255,7 +260,13 @@ def _cached_snapshot(name: str) -> Path | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not in the cache (or no hub library): the name stands for itself
+    except Exception:  # not in the cache (or no hub library)
+        pass
+    if not access().online:
+        return None  # the name stands for itself; loading it fails with the hub's one line
+    try:
+        return Path(snapshot_download(name, allow_patterns=list(MODEL_FILES)))
+    except Exception:  # no such repository: loading it says so
         return None
 
 

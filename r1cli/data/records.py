@@ -9,6 +9,7 @@ through untouched.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import io
 import json
@@ -62,7 +63,8 @@ def read_records(path: str | Path, source: DataOptions | None = None) -> Iterato
     if is_dataset_input(name):
         dataset = open_dataset(name, source)
         for row_number, row in enumerate(dataset.table, start=1):
-            yield Record.at(row, f"{dataset.label}:row {row_number}")
+            where = f"{dataset.label}:row {row_number}"
+            yield Record.at(plain_row(row, where), where)
         return
     if name != STDIO and not Path(name).exists():
         raise UserError(f"{name}: no such file")
@@ -96,7 +98,8 @@ def input_sha256(path: str | Path, source: DataOptions | None = None) -> str:
     if str(path) == STDIO:
         return hashlib.sha256(stdin_bytes()).hexdigest()
     if is_dataset_input(str(path)):
-        return rows_sha256(open_dataset(str(path), source).table)
+        dataset = open_dataset(str(path), source)
+        return rows_sha256(dataset.table, dataset.label)
     if not Path(path).is_file():
         raise UserError(f"{path}: no such file")
     return file_sha256(path)
@@ -109,15 +112,15 @@ def describe_input(path: str | Path, source: DataOptions | None = None) -> dict:
     if is_dataset_input(name):
         dataset = open_dataset(name, source)
         where = {"path": str(Path(name).resolve())} if Path(name).exists() else {"path": name, "hub_dataset": name}
-        return {**where, "split": dataset.split, "subset": dataset.subset, "rows": len(dataset.table), "sha256": rows_sha256(dataset.table)}
+        return {**where, "split": dataset.split, "subset": dataset.subset, "rows": len(dataset.table), "sha256": rows_sha256(dataset.table, dataset.label)}
     return {"path": str(Path(name).resolve()) if name != STDIO else STDIO, "sha256": input_sha256(name)}
 
 
-def rows_sha256(rows: Iterable[dict]) -> str:
-    """The sha256 of ROWS as canonical JSON lines (sorted keys; values JSON lacks, as text)."""
+def rows_sha256(rows: Iterable[dict], label: str = "dataset") -> str:
+    """The sha256 of ROWS as canonical JSON lines (sorted keys; values as `plain_row` makes them)."""
     digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps(dict(row), sort_keys=True, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+    for number, row in enumerate(rows, start=1):
+        digest.update(json.dumps(plain_row(dict(row), f"{label}:row {number}"), sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
@@ -174,7 +177,32 @@ def _read_with_datasets(name: str) -> Iterator[Record]:
     except Exception as error:  # datasets raises many types; all mean the file is unreadable
         raise UserError(f"{name}: cannot read as {builder} ({type(error).__name__}: {error})") from None
     for row_number, row in enumerate(table, start=1):
-        yield Record.at(row, f"{name}:row {row_number}")
+        where = f"{name}:row {row_number}"
+        yield Record.at(plain_row(row, where), where)
+
+
+def plain_row(row: dict, where: str) -> dict:
+    """ROW with every value as JSON holds it: dates and times as ISO text; a value JSON cannot hold
+    (bytes, an image) is one clear error naming its column, not a traceback later when r1 writes
+    or hashes the record."""
+    return {key: _plain(value, where, key) for key, value in row.items()}
+
+
+def _plain(value, where: str, column: str):
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {key: _plain(inner, where, column) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(inner, where, column) for inner in value]
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
+        return _plain(value.item(), where, column)
+    raise UserError(f"{where}: field {column!r} holds a {type(value).__name__}, which r1's JSON records cannot hold; "
+                    "drop or convert that column (e.g. Dataset.remove_columns)")
 
 
 # ---------------------------------------------------------------- datasets

@@ -166,6 +166,9 @@ def add_to_model_card(checkpoint: Path, out: Path, report: dict) -> None:
     except OSError as error:
         warn(f"{checkpoint}: its model card was not updated ({error.strerror or error})")
         return
+    except UserError as error:  # a damaged r1-evals.json: the report is written, so the eval stands
+        warn(f"{checkpoint}: its model card was not updated ({error})")
+        return
     log(f"added {out.name} to {checkpoint / 'README.md'}")
 
 
