@@ -6,6 +6,16 @@ its KV copied to the slots of its samples, the first token sampled from the pref
 decode step a few times without looking, then sync once: harvest finished rows, look for stop
 strings, compact the live rows to the front (so a smaller graph can run), admit more.
 
+Why slots rather than paged blocks: a slot is one contiguous [layers, prompt + max new tokens]
+stretch of the preallocated cache, so a captured graph addresses every row's cache by its slot
+index alone (no block table to gather through on each step), and compacting live rows is one
+copy per layer. The cost is memory reserved for tokens a short completion never writes. At the
+sizes GRPO runs (tens to hundreds of sequences of up to a few thousand tokens) that reserve fits
+the share `--engine-memory` gives it (Qwen2.5-7B, 256 sequences x 256 new tokens: 37.0 GiB
+peak, weights included; bench/RESULTS.md); when it does not, fewer slots are made and the rest of
+the requests wait (continuous batching), which costs time, not correctness. Paged blocks would
+pay off for far longer, very unequal completions, where the reserve would crowd out sequences.
+
 Written by hand because rollouts are where RL spends its time, and neither transformers'
 static-cache compile path nor its continuous batching captures cleanly (ENGINE.md); vLLM is the
 alternative where it can be installed.
