@@ -93,7 +93,7 @@ class GenerationOptions:
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "--max-completion-length", help="Tokens per completion at most. Alias: TRL's name.", min=1)] = 1024
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, kept in the completion (repeatable).")] = None
     engine: Annotated[str, typer.Option(help="auto (fast on a GPU, hf on a CPU) | fast (r1's CUDA-graph engine: Llama, Mistral, Qwen2, Qwen3; others fall back to hf) | hf (transformers forward) | vllm (if installed).")] = "auto"
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 32
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together: the fast engine's slots, hf's batch (vLLM schedules its own).", min=1)] = 32
     engine_memory: Annotated[float, typer.Option(help="fast engine: the share of free GPU memory its KV cache may take.", min=0.01, max=0.95)] = 0.5
 
     def check(self) -> None:
@@ -109,7 +109,7 @@ class RolloutOptions(GenerationOptions):
 
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.", min=0.0)] = 1.0
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1]; 1 = off.")] = 1.0
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 64
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together: the fast engine's slots, hf's batch (vLLM schedules its own).", min=1)] = 64
 
 
 @dataclass(frozen=True)
