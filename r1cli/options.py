@@ -128,6 +128,7 @@ class RunOptions:
     save_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps; 0 = only at the end.", min=0)] = 100
     keep_checkpoints: Annotated[int, typer.Option(help="Intermediate checkpoints to keep (newest).", min=1)] = 1
     overwrite: Annotated[bool, typer.Option(help="Start over: remove what r1 wrote to --out (nothing else).")] = False
+    report_to: Annotated[str, typer.Option(help="Also send each metrics line, with the run's options as config, to: none | tensorboard (OUT/tensorboard) | wandb | trackio (each an optional install). metrics.jsonl is always written.")] = "none"
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,10 @@ from r1cli.train import checkpoint as ckpt
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, resume, training_identity
+from r1cli.train.tracking import check_report_to
 
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "generation_batch_size",
-                     "engine_memory")
+                     "engine_memory", "report_to")
 STATUS_KEYS = ("reward", "accuracy", "format", "kl", "completion_length", "seconds")
 REFERENCE_STATE = "reference"  # state/reference.safetensors: a reference refreshed from the policy
 
@@ -89,6 +90,7 @@ class GRPOConfig:
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UserError(f"{name} {value}: must be a finite number above 0")
         self.rollout.check()
+        check_report_to(self.run.report_to)
         if not self.rollout.temperature > 0:
             raise UserError(f"--temperature {self.rollout.temperature}: GRPO samples, so it must be above 0")
         for name, value, valid in (("--template", self.prompt.template, TEMPLATES), ("--loss", self.loss, LOSS_TYPES),
@@ -134,7 +136,7 @@ def run_grpo(config: GRPOConfig) -> None:
         sampling = config.sampling()
         log(f"grpo: {len(prompts.records)} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
             f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}")
-        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step)
+        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step, report_to=config.run.report_to, options=options)
         line: dict = {}
         with progress_bar() as bar:
             task = bar.add_task("grpo", total=config.steps, completed=setup.start_step, status="")
