@@ -41,7 +41,7 @@ from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
-from r1cli.train.resume import already_finished, resume, training_identity
+from r1cli.train.resume import already_finished, fixed_length, resume, training_identity
 from r1cli.train.teacher import Teacher
 from r1cli.train.tracking import check_report_to
 
@@ -111,7 +111,9 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
                                  may_change=RESUME_MAY_CHANGE)
     with runs.exclusive(out):
-        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data]):
+        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data],
+                            length=fixed_length(("max_steps", "epochs"), config.optim.schedule, config.optim.warmup,
+                                                f"r1 sft {out} {' '.join(config.data)} --out NEW_DIR ...")):
             return
         started = time.time()
         state = prepare(config, out, identity, teacher)
