@@ -12,7 +12,6 @@ from conftest import run_cli, write_jsonl
 from safetensors.torch import load_file
 
 from r1cli.commands.grpo import grpo
-from r1cli.commands.sft import sft
 from r1cli.errors import UserError
 
 FAST = {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 12, "lr": 1e-3, "device": "cpu", "log_samples_every": 0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_wandb_gets_every_line_with_the_options_as_config_and_resumes_its_run(tm
     monkeypatch.setenv("WANDB_MODE", "offline")
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
     run = tmp_path / "rl"
-    grpo(str(tiny_checkpoint), str(prompts), run, ["format", "length"], steps=2, report_to="wandb", **{**GRPO, "save_every": 1})
+    options = {**GRPO, "save_every": 1, "keep_checkpoints": 2}
+    grpo(str(tiny_checkpoint), str(prompts), run, ["format", "length"], steps=2, report_to="wandb", **options)
     first = [call for call in wandb.CALLS if call["call"] == "init"]
     assert len(first) == 1 and first[0]["mode"] == "offline"  # W&B's own settings are left to its environment
     assert first[0]["config"] == json.loads((run / "r1.json").read_text())["options"]
@@ -103,8 +105,10 @@ def test_wandb_gets_every_line_with_the_options_as_config_and_resumes_its_run(tm
     assert wandb.CALLS[-1] == {"call": "finish", "id": run_id}
 
     wandb.CALLS.clear()
-    (run / "r1.json").unlink()  # resumed from step 1: the same W&B run continues
-    grpo(str(tiny_checkpoint), str(prompts), run, ["format", "length"], steps=2, report_to="wandb", **{**GRPO, "save_every": 1})
+    # As if killed after step 2's line, before its checkpoint: resumed from step 1, the same W&B run continues.
+    (run / "r1.json").unlink()
+    shutil.rmtree(run / "checkpoints" / "step-000002")
+    grpo(str(tiny_checkpoint), str(prompts), run, ["format", "length"], steps=2, report_to="wandb", **options)
     assert [c["id"] for c in wandb.CALLS if c["call"] == "init"] == [run_id]
     assert [c["step"] for c in wandb.CALLS if c["call"] == "log"] == [2]
 

@@ -58,8 +58,9 @@ def make_scheduler(optimizer, *, schedule: str, warmup: int, total_steps: int, m
 
 def transformers_factor(name: str, warmup: int, total_steps: int, kwargs: dict | None):
     """transformers' LR multiplier per step for schedule NAME, read off a throwaway optimizer (the
-    real one keeps its learning rate: get_scheduler sets it to the step-0 value)."""
-    from transformers import get_scheduler  # here: transformers.optimization costs seconds of every command's start
+    real one keeps its learning rate: get_scheduler sets it to the step-0 value). Imported here:
+    transformers.optimization costs seconds of every command's start."""
+    from transformers import get_scheduler
 
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     return get_scheduler(name, probe, num_warmup_steps=warmup, num_training_steps=total_steps, scheduler_specific_kwargs=kwargs).lr_lambdas[0]
