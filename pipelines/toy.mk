@@ -22,14 +22,16 @@ $(RUN_DIR)/student-base/r1.json: $(DATA_DIR)/manifest.json
 
 # Any checkpoint of the run, evaluated on the held-out prompts: pass@1 over EVAL_N samples,
 # pass@EVAL_N, maj@EVAL_N, format rate and language consistency (per language with --by lang).
-evaluate = $(R1) eval $(1) $(EVAL_DATA) --out $(2) --n $(EVAL_N) --k 1,$(EVAL_N) $(EVAL_ARGS)
+# Its options: RECIPES/eval.yaml; EVAL_N, when set, is both the samples and the largest k.
+evaluate = $(R1) eval $(1) $(EVAL_DATA) --out $(2) --config $(RECIPES)/eval.yaml \
+  $(if $(strip $(EVAL_N)),--n $(EVAL_N) --k 1,$(EVAL_N)) $(EVAL_ARGS)
 
-$(RUN_DIR)/eval/%.json: $(RUN_DIR)/%/r1.json $(EVAL_DATA)
+$(RUN_DIR)/eval/%.json: $(RUN_DIR)/%/r1.json $(EVAL_DATA) $(RECIPES)/eval.yaml
 	$(call evaluate,$(RUN_DIR)/$*,$@)
 
 # The pipelines' starting points, wherever BASE and STUDENT are.
-$(RUN_DIR)/eval/base.json: $(call done,$(BASE)) $(EVAL_DATA)
+$(RUN_DIR)/eval/base.json: $(call done,$(BASE)) $(EVAL_DATA) $(RECIPES)/eval.yaml
 	$(call evaluate,$(BASE),$@)
 
-$(RUN_DIR)/eval/student-base.json: $(call done,$(STUDENT)) $(EVAL_DATA)
+$(RUN_DIR)/eval/student-base.json: $(call done,$(STUDENT)) $(EVAL_DATA) $(RECIPES)/eval.yaml
 	$(call evaluate,$(STUDENT),$@)

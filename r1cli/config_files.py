@@ -1,7 +1,7 @@
 """`--config FILE` on every command: options from a YAML or JSON file, the command line over them.
 
-The file's keys are option names (`lr`, `max_new_tokens` or `max-new-tokens`; arguments too:
-`model`, `prompts`). A run's `r1.json` is such a file: its `options` replay that run. The file is
+The file's keys are option names (`lr`, `max_new_tokens` or `max-new-tokens`; any spelling of the
+option, so `min` for `--min` and TRL's `max_completion_length` too; arguments too: `model`, `prompts`). A run's `r1.json` is such a file: its `options` replay that run. The file is
 expanded into command-line tokens before the command line is parsed, for every option the
 command line does not give itself, so a value from the file is checked exactly as a typed one.
 """
@@ -75,10 +75,15 @@ def expand(argv: list[str], group) -> list[str]:
         return argv
     values, lineage = read_config(path, name)
     params = {p.name: p for p in command.params}
+    # Every long spelling of an option (not the --no-X of a flag, which would invert it).
+    spellings = {flag.lstrip("-").replace("-", "_"): p for p in command.params for flag in p.opts if flag.startswith("--")}
     context = command.make_context(name, list(args), resilient_parsing=True)
     options, positionals = [], []
     for key, value in values.items():
-        param = params.get(key)
+        param = params.get(key) or spellings.get(key)
+        if param is not None and param.name != key and param.name in values:
+            raise UserError(f"{path}: {key!r} and {param.name!r} are the same option; give it once")
+        key = param.name if param is not None else key
         if param is None or key == "config":
             if lineage:
                 continue  # recorded for the lineage (e.g. a derived setting), not an option

@@ -103,7 +103,7 @@ class GenerationOptions:
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "--max-completion-length", help="Tokens per completion at most. Alias: TRL's name.", min=1)] = 1024
     stop: Annotated[list[str] | None, typer.Option(help="Stop string, kept in the completion (repeatable).")] = None
     engine: Annotated[str, typer.Option(help="auto (fast on a GPU, hf on a CPU) | fast (r1's CUDA-graph engine: Llama, Mistral, Qwen2, Qwen3; others fall back to hf) | hf (transformers forward) | vllm (if installed).")] = "auto"
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 32
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together: the fast engine's slots, hf's batch (vLLM schedules its own).", min=1)] = 32
     engine_memory: Annotated[float, typer.Option(help="fast engine: the share of free GPU memory its KV cache may take.", min=0.01, max=0.95)] = 0.5
 
     def check(self) -> None:
@@ -119,7 +119,7 @@ class RolloutOptions(GenerationOptions):
 
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.", min=0.0)] = 1.0
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1]; 1 = off.")] = 1.0
-    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together (the fast engine's slots).", min=1)] = 64
+    generation_batch_size: Annotated[int, typer.Option(help="Sequences generated together: the fast engine's slots, hf's batch (vLLM schedules its own).", min=1)] = 64
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,7 @@ class RunOptions:
     save_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps; 0 = only at the end.", min=0)] = 100
     keep_checkpoints: Annotated[int, typer.Option(help="Intermediate checkpoints to keep (newest).", min=1)] = 1
     overwrite: Annotated[bool, typer.Option(help="Start over: remove what r1 wrote to --out (nothing else).")] = False
+    report_to: Annotated[str, typer.Option(help="Also send each metrics line, with the run's options as config, to: none | tensorboard (OUT/tensorboard) | wandb | trackio (each an optional install). metrics.jsonl is always written.")] = "none"
 
 
 @dataclass(frozen=True)

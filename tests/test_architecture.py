@@ -75,3 +75,13 @@ def test_the_grpo_loop_unpacks_no_positional_tuples_and_recipes_stay_short():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef):
                 assert node.end_lineno - node.lineno + 1 <= 60, f"{path.name}: {node.name} is {node.end_lineno - node.lineno + 1} lines"
+
+
+def test_the_toy_base_names_its_optimizer_steps_as_sft_does():
+    group = typer.main.get_command(app)
+    toy_base, sft = group.commands["toy"].commands["base"], group.commands["sft"]
+    visible = {p.name: p for p in toy_base.params if not getattr(p, "hidden", False)}
+    # --steps is `r1 grpo`'s GRPO steps (each --iterations x --minibatches optimizer steps); the older spelling stays, hidden.
+    assert "steps" not in visible and {p.name for p in toy_base.params} >= {"steps", "max_steps"}
+    sft_help = next(p.help for p in sft.params if p.name == "max_steps")
+    assert sft_help.startswith("Optimizer steps") and visible["max_steps"].help.startswith("Optimizer steps")

@@ -530,9 +530,9 @@ def option_cases() -> list[Case]:
         # toy
         Case("toy/base-size-nope", lambda e: ["toy", "base", e.out("toy-ckpt"), "--size", "nope"], ("--size 'nope'", "base, student")),
         Case("toy/data-into-a-file", lambda e: ["toy", "data", e.existing_file("world")], ("world", "is a file")),
-        Case("toy/base-into-a-foreign-directory", lambda e: ["toy", "base", e.existing_dir("toy-ckpt"), "--steps", "1"],
+        Case("toy/base-into-a-foreign-directory", lambda e: ["toy", "base", e.existing_dir("toy-ckpt"), "--max-steps", "1"],
              ("toy-ckpt", "not an r1 run directory")),
-        Case("toy/base-into-a-file", lambda e: ["toy", "base", e.existing_file("toy-ckpt"), "--steps", "1"], ("toy-ckpt", "is a file")),
+        Case("toy/base-into-a-file", lambda e: ["toy", "base", e.existing_file("toy-ckpt"), "--max-steps", "1"], ("toy-ckpt", "is a file")),
     ]
 
 

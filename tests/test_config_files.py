@@ -123,3 +123,23 @@ def test_bad_adam_betas_in_grpo_leave_nothing(tmp_path, tiny_checkpoint, monkeyp
                              "--prompts-per-step", "2", "--device", "cpu", "--adam-betas", "0.9", "1")
     assert status == 2 and "--adam-betas 0.9 1.0: each must be in [0, 1)" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
+
+
+
+def test_a_key_may_be_any_spelling_of_its_option(tmp_path):
+    import pytest
+    import typer
+
+    from r1cli import config_files
+    from r1cli.cli import app
+    from r1cli.errors import UserError
+
+    group = typer.main.get_command(app)
+    (tmp_path / "f.yaml").write_text("min: [accuracy=1]\nrequire_format: false\n")
+    expanded = config_files.expand(["filter", "s.jsonl", "--out", "k.jsonl", "--config", str(tmp_path / "f.yaml")], group)
+    assert expanded == ["filter", "s.jsonl", "--out", "k.jsonl", "--min", "accuracy=1", "--no-require-format"]
+    (tmp_path / "g.yaml").write_text("max_completion_length: 64\n")  # TRL's name of --max-new-tokens
+    assert config_files.expand(["sample", "m", "p", "--out", "o", "--config", str(tmp_path / "g.yaml")], group)[-2:] == ["--max-new-tokens", "64"]
+    (tmp_path / "h.yaml").write_text("max_completion_length: 64\nmax_new_tokens: 32\n")
+    with pytest.raises(UserError, match="'max_completion_length' and 'max_new_tokens' are the same option; give it once"):
+        config_files.expand(["sample", "m", "p", "--out", "o", "--config", str(tmp_path / "h.yaml")], group)

@@ -18,7 +18,8 @@ from r1cli.engines.sampling import request_seeds
 from r1cli.errors import UserError
 
 FAKE_VLLM = Path(__file__).parent / "fakes" / "vllm" / "__init__.py"
-INSTALL_LINE = "--engine vllm needs vLLM, which is not installed: pip install 'r1cli[vllm]'"
+INSTALL_LINE = ("--engine vllm needs vLLM, which is not installed: make install-vllm in r1's checkout (vLLM 0.32.0 with its torch 2.13.0), "
+                "or pip install vllm==0.32.0")
 RECORD_FIELDS = {"id", "prompt", "answer", "sample", "completion", "reasoning", "response", "finish_reason", "completion_tokens"}
 
 
@@ -67,7 +68,7 @@ def test_without_vllm_the_engine_says_how_to_install_it(tmp_path, tiny_checkpoin
 
 def test_a_vllm_older_than_0_10_is_refused_with_the_version_found(fake_vllm):
     fake_vllm.__version__ = "0.9.2"
-    with pytest.raises(UserError, match=r"needs vLLM >= 0\.10 \(found 0\.9\.2\): pip install 'r1cli\[vllm\]'"):
+    with pytest.raises(UserError, match=r"needs vLLM >= 0\.10 \(found 0\.9\.2\): make install-vllm in r1's checkout"):
         engine(fake_vllm)
     assert not calls(fake_vllm, "LLM")
 
@@ -337,3 +338,18 @@ def test_vllm_samples_match_the_record_contract(tmp_path, tiny_checkpoint, monke
     records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert len(records) == 6 and sorted({r["sample"] for r in records}) == [0, 1, 2]
     assert all(1 <= r["completion_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in records)
+
+
+def test_the_install_hint_names_the_makefile_target_and_its_pinned_release():
+    import re
+    import subprocess
+
+    from r1cli.engines.vllm import INSTALL_HINT
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    pinned = re.search(r"^VLLM \?= vllm==(\S+)$", makefile, re.MULTILINE).group(1)
+    torch_pin = re.search(r"^TORCH \?= torch==(\S+)$", makefile, re.MULTILINE).group(1)
+    assert re.search(r"^install-vllm:", makefile, re.MULTILINE) and f"vLLM {pinned} with its torch {torch_pin}" in INSTALL_HINT
+    assert f"pip install vllm=={pinned}" in INSTALL_HINT
+    printed = subprocess.run(["make", "-n", "install-vllm"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert printed.returncode == 0 and f'pip install -q "vllm=={pinned}" "torch=={torch_pin}" -e ".[dev,vllm]"' in printed.stdout

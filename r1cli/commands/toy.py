@@ -61,11 +61,14 @@ def base(
     out_ckpt: Annotated[Path, typer.Argument(help="Checkpoint directory to write.")],
     size: Annotated[str, typer.Option(help="base (about 1M parameters) | student (smaller).")] = "base",
     data: Annotated[Path | None, typer.Option(help="pretrain.jsonl from `r1 toy data`. [default: generated from --seed into OUT_CKPT/pretrain.jsonl]")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps. [default: 540 for base, 270 for student]", min=1)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (as `r1 sft --max-steps`). [default: 540 for base, 270 for student]", min=1)] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate. [default: 3e-3 for base, 6e-3 for student]")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, data order and (without --data) the world.")] = 0,
+    # The older spelling, hidden: --steps is `r1 grpo`'s GRPO steps, each of several optimizer steps.
+    steps: Annotated[int | None, typer.Option("--steps", hidden=True, min=1)] = None,
 ) -> None:
     """Pre-train a toy base from its config with the SFT recipe (text records, packed)."""
+    max_steps = max_steps or steps
     if size not in SIZES:
         raise UserError(f"--size {size!r} is not one of: {', '.join(SIZES)}")
     started = time.time()
@@ -75,7 +78,7 @@ def base(
             check_run_directory(out_ckpt, [], overwrite=False)
             write_records(data, make_world(seed)["pretrain"])
     run_sft(SFTConfig(
-        model=str(ASSETS / f"{size}.json"), data=(str(data),), out=str(out_ckpt), max_steps=steps or RECIPES[size]["steps"],
+        model=str(ASSETS / f"{size}.json"), data=(str(data),), out=str(out_ckpt), max_steps=max_steps or RECIPES[size]["steps"],
         batch_size=12, max_length=256, packing=True,
         optim=SFTOptimizerOptions(lr=lr or RECIPES[size]["lr"], warmup=20, weight_decay=0.01),
         compute=ComputeOptions(), run=RunOptions(seed=seed, save_every=100),

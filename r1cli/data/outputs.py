@@ -37,7 +37,7 @@ RUN_ENTRIES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
     "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model", "adapter", "adapter_config.json",
     "adapter_model.safetensors", "README.md", "r1-evals.json", "r1.json", "metrics.jsonl", "samples.jsonl", "checkpoints", "pretrain.jsonl",
-    "traces.jsonl", "traces.jsonl.*", "kept.jsonl", "kept.jsonl.*", ".*.tmp-*",
+    "traces.jsonl", "traces.jsonl.*", "kept.jsonl", "kept.jsonl.*", "tensorboard", "wandb", "tracking.json", ".*.tmp-*",
 )
 RUN_MARKERS = ("r1.json", "metrics.jsonl", "checkpoints", "traces.jsonl", "traces.jsonl.r1.json", "kept.jsonl", "pretrain.jsonl")
 NOT_THE_MODEL = ("r1.json", "r1-evals.json")  # in a checkpoint directory, but not what it computes (README.md is no model file either)

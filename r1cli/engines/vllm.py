@@ -46,7 +46,8 @@ from r1cli.engines.sampling import request_seeds
 from r1cli.errors import UserError
 from r1cli.modeling import DTYPES
 
-INSTALL_HINT = "pip install 'r1cli[vllm]'"
+# r1 is installed from its checkout, whose Makefile pins a vLLM release and the torch it needs.
+INSTALL_HINT = "make install-vllm in r1's checkout (vLLM 0.32.0 with its torch 2.13.0), or pip install vllm==0.32.0"
 MINIMUM_VERSION = (0, 10)  # logprobs_mode and the RLHF weight-reload path arrived in vLLM 0.10.0
 FINISH_REASONS = {"stop": "stop", "length": "length"}
 # Weights travel to vLLM's worker in safetensors shards of about this size: bounded host memory

@@ -34,6 +34,7 @@ from r1cli.recipes.sample import SampleJob, load_prompts, run_sample
 from r1cli.recipes.sft import SFTConfig, run_sft
 from r1cli.rewards.registry import parse_rewards
 from r1cli.train.teacher import Teacher, check_shared_tokenizer
+from r1cli.train.tracking import check_report_to
 
 TRACES, KEPT = "traces.jsonl", "kept.jsonl"
 # --template is the teacher's prompt template; the student trains on the kept traces as chat records.
@@ -121,6 +122,7 @@ def check_before_starting(config: DistillConfig) -> None:
     parse_thresholds(config.rules.min_score or [])
     parse_per_prompt(config.rules.per_prompt)
     check_loadable(config.student)
+    check_report_to(config.run.report_to)
     if config.kd_weight:
         check_shared_tokenizer(config.teacher, config.student)
 

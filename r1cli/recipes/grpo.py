@@ -44,10 +44,11 @@ from r1cli.train import checkpoint as ckpt
 from r1cli.train.batching import token_budget
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
-from r1cli.train.resume import already_finished, resume, training_identity
+from r1cli.train.resume import Length, already_finished, fixed_length, resume, training_identity
+from r1cli.train.tracking import check_report_to
 
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "log_samples_every", "generation_batch_size",
-                     "engine_memory", "max_tokens_per_batch")
+                     "engine_memory", "max_tokens_per_batch", "report_to")
 STATUS_KEYS = ("reward", "accuracy", "format", "kl", "completion_length", "seconds")
 REFERENCE_STATE = "reference"  # state/reference.safetensors: a reference refreshed from the policy
 
@@ -86,6 +87,16 @@ class GRPOConfig:
         """Every option by its command-line name, as r1.json records it."""
         return recorded_options(self)
 
+    def extendable(self) -> bool:
+        """Whether a finished run may be continued to more --steps: a constant LR after a warmup counted
+        in steps, so that the total shapes none of the steps (r1cli/train/resume.py)."""
+        return self.optim.schedule == "constant" and not 0 < self.optim.warmup < 1
+
+    def length(self) -> Length:
+        if self.extendable():
+            return Length(("steps",), self.steps)
+        return fixed_length(("steps",), self.optim.schedule, self.optim.warmup, f"r1 grpo {self.out} {self.prompts} --out NEW_DIR ...")
+
     def check(self) -> None:
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise UserError(f"--beta {self.beta}: must be a finite number >= 0")
@@ -93,6 +104,7 @@ class GRPOConfig:
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UserError(f"{name} {value}: must be a finite number above 0")
         self.rollout.check()
+        check_report_to(self.run.report_to)
         if not self.rollout.temperature > 0:
             raise UserError(f"--temperature {self.rollout.temperature}: GRPO samples, so it must be above 0")
         for name, value, valid in (("--template", self.prompt.template, TEMPLATES), ("--loss", self.loss, LOSS_TYPES),
@@ -123,10 +135,10 @@ def run_grpo(config: GRPOConfig) -> None:
     if any(spec.name == "code" for spec in specs):
         require_isolation("--reward code")
     options = config.options()
-    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts}, may_change=RESUME_MAY_CHANGE,
-                                 source=config.source)
+    identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts},
+                                 may_change=RESUME_MAY_CHANGE + (("steps",) if config.extendable() else ()), source=config.source)
     with runs.exclusive(out):
-        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts]):
+        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts], length=config.length()):
             return
         started = time.time()
         records = load_prompts(config)
@@ -142,7 +154,7 @@ def run_grpo(config: GRPOConfig) -> None:
                                 think_format_reason(template=config.prompt.template, rewards=config.reward))
         sampling = config.sampling()
         log_plan(config, len(prompts.records), specs, policy, budget)
-        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step)
+        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step, report_to=config.run.report_to, options=options)
         line: dict = {}
         with progress_bar() as bar:
             task = bar.add_task("grpo", total=config.steps, completed=setup.start_step, status="")
@@ -165,7 +177,7 @@ def run_grpo(config: GRPOConfig) -> None:
                 if config.log_samples_every and done % config.log_samples_every == 0:
                     log_samples(out / "samples.jsonl", done, batch)
                 metrics_log.write(line)
-                if config.run.save_every and done % config.run.save_every == 0 and done < config.steps:
+                if saves_at(config, done):
                     extra = {REFERENCE_STATE: reference_weights(policy.reference)} if config.ref_update_every else None
                     writer.save(done, policy.network, setup.tokenizer, policy.optimizer, policy.scheduler, line, keep=config.run.keep_checkpoints,
                                 progress={"prompts_consumed": setup.stream.consumed}, extra_state=extra)
@@ -181,6 +193,14 @@ def log_plan(config: GRPOConfig, n_prompts: int, specs, policy: Policy, budget: 
     log(f"grpo: {n_prompts} prompts, {config.steps} steps of {config.prompts_per_step} prompts x {config.num_generations} "
         f"completions, loss {config.loss}, rewards {', '.join(f'{s.name}={s.weight:g}' for s in specs)}, {policy.device}, "
         f"micro-batches of at most {budget:,} tokens")
+
+
+def saves_at(config: GRPOConfig, done: int) -> bool:
+    """A resumable checkpoint every --save-every steps; at the last step only where the run may be
+    extended (it continues from there; otherwise the final checkpoint is all a finished run needs)."""
+    if not config.run.save_every:
+        return False
+    return done % config.run.save_every == 0 if done < config.steps else config.extendable()
 
 
 def refresh(engine, policy: Policy, config: GRPOConfig, step: int) -> float:
@@ -231,6 +251,8 @@ def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetu
     stream = PromptStream(n_prompts, config.run.seed)
     progress, latest = resume(out, network, optimizer, scheduler, identity)
     start_step = progress["step"] if progress else 0
+    if start_step > config.steps:
+        raise UserError(f"{out}: its newest checkpoint is at step {start_step}, past --steps {config.steps}: use --overwrite or another --out")
     if progress:
         stream.consumed = progress["prompts_consumed"]
         saved_reference = latest / ckpt.STATE / f"{REFERENCE_STATE}.safetensors"

@@ -51,12 +51,13 @@ from r1cli.train.logprobs import (
 )
 from r1cli.train.metrics_log import MetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
-from r1cli.train.resume import already_finished, resume, training_identity
+from r1cli.train.resume import already_finished, fixed_length, resume, training_identity
 from r1cli.train.teacher import Teacher
+from r1cli.train.tracking import check_report_to
 
 # Options that may change between a run and its resumption without changing what it computes.
 RESUME_MAY_CHANGE = ("save_every", "keep_checkpoints", "overwrite", "device", "eval_data", "eval_batch_size", "eval_split",
-                     "max_tokens_per_batch")
+                     "max_tokens_per_batch", "report_to")
 STATUS_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")
 
 
@@ -122,19 +123,22 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
     out = Path(config.out)
     if config.max_steps is None and not config.epochs > 0:
         raise UserError(f"--epochs {config.epochs}: must be above 0 (or give --max-steps)")
+    check_report_to(config.run.report_to)
     options = config.options()
     models = {"model": config.model, **({"teacher": teacher.path} if teacher else {})}
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
                                  may_change=RESUME_MAY_CHANGE, source=config.source)
     with runs.exclusive(out):
-        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data]):
+        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data],
+                            length=fixed_length(("max_steps", "epochs"), config.optim.schedule, config.optim.warmup,
+                                                f"r1 sft {out} {' '.join(config.data)} --out NEW_DIR ...")):
             return
         started = time.time()
         state = prepare(config, out, identity, teacher)
         writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
                                 ckpt.describe_inputs(config.data, config.source) + ckpt.describe_inputs(config.eval_data, config.eval_source()),
                                 state.dtype, state.think_format)
-        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step)
+        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step, report_to=config.run.report_to, options=recorded or options)
         line: dict = {}
         with progress_bar() as bar:
             task = bar.add_task("sft", total=state.total_steps, completed=state.start_step, status="")

@@ -1,4 +1,5 @@
-"""`metrics.jsonl`: one line per optimizer step, append-only, trimmed back to the resumed step."""
+"""`metrics.jsonl`: one line per optimizer step, append-only, trimmed back to the resumed step;
+with `--report-to`, each line also goes to the tracker (r1cli/train/tracking.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import json
 from pathlib import Path
 
 from r1cli.data.records import dumps
+from r1cli.train.tracking import open_tracker
 
 
 class MetricsLog:
     """Append-only `metrics.jsonl`, one line per step; on resume, lines past the resumed step go."""
 
-    def __init__(self, path: Path, resume_step: int = 0):
+    def __init__(self, path: Path, resume_step: int = 0, *, report_to: str = "none", options: dict | None = None):
+        """REPORT_TO names a tracker that gets every line too, with OPTIONS (the run's, as r1.json holds them) as its config."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -24,6 +27,7 @@ class MetricsLog:
                     break  # a line cut by a kill: everything after it is from the lost steps
         path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.tracker = open_tracker(report_to, path.parent, options or {}, resume_step)
 
     def write(self, metrics: dict) -> None:
         try:
@@ -32,6 +36,10 @@ class MetricsLog:
         except OSError as error:  # a full disk: say which file
             error.filename = error.filename or str(self.path)
             raise
+        if self.tracker is not None:
+            self.tracker.log(metrics)
 
     def close(self) -> None:
         self.handle.close()
+        if self.tracker is not None:
+            self.tracker.close()
