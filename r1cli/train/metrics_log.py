@@ -35,3 +35,13 @@ class MetricsLog:
 
     def close(self) -> None:
         self.handle.close()
+
+
+class NoMetricsLog:
+    """What ranks other than 0 write under torchrun: nothing (rank 0 writes every line)."""
+
+    def write(self, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
