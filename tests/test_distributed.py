@@ -152,3 +152,18 @@ def test_killing_one_rank_stops_every_rank_and_the_rerun_resumes(tmp_path, tiny_
     assert "resuming from" in done.stderr
     assert run_cli(monkeypatch, capsys, *argv[:4], str(reference), *argv[5:])[0] == 0
     assert_same_weights(reference, run)
+
+
+@pytest.mark.slow
+def test_saved_on_one_process_resumes_on_two(tmp_path, tiny_config, train_file, monkeypatch, capsys):
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    argv = ["sft", str(tiny_config), str(train_file), "--out", str(run), "--max-steps", "4", "--save-every", "2", *SFT]
+    assert run_cli(monkeypatch, capsys, *argv[:4], str(reference), *argv[5:])[0] == 0
+    assert run_cli(monkeypatch, capsys, *argv)[0] == 0
+    (run / "r1.json").unlink()  # the run stops after its step-2 checkpoint, as if killed
+    (run / "model.safetensors").unlink()
+    done = torchrun(*argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stderr and "step 2" in done.stderr
+    assert_same_weights(reference, run)
+    assert json.loads((run / "r1.json").read_text())["world_size"] == 2

@@ -21,6 +21,7 @@ import platform
 import random
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -167,7 +168,9 @@ def load_sharded_state(state_dir: Path, model, optimizer) -> None:
     weights, moments = get_state_dict(model, optimizer)
     state = {"model": weights, "optimizer": moments}
     try:
-        dcp.load(state, checkpoint_id=str(state_dir / "dcp"))
+        with warnings.catch_warnings():  # one process loading shards is meant, not a process group forgotten
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(state_dir / "dcp"))
     except Exception as error:  # DCP raises CheckpointException, RuntimeError... for missing or foreign shards
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{state_dir / 'dcp'}: cannot be read ({first}); remove that checkpoint or use --overwrite") from None
@@ -180,8 +183,6 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     if (state_dir / "dcp").is_dir():
         load_sharded_state(state_dir, model, optimizer)
         return _restore_schedule(state_dir, scheduler)
-    if is_sharded(model):
-        raise UserError(f"{directory}: saved by one process; resume it as one process (resuming it under torchrun is not supported yet)")
     try:
         saved = load_file(state_dir / "trainable.safetensors")
     except Exception as error:  # safetensors' own error type for a truncated or corrupt file
@@ -190,19 +191,43 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     missing = sorted(set(saved) ^ {n for n, p in parameters.items() if p.requires_grad})
     if missing:
         raise UserError(f"{directory}: saved state does not match the model (e.g. {missing[0]})")
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            parameters[name].copy_(tensor)
+    if not is_sharded(model):
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                parameters[name].copy_(tensor)
     try:  # tensors, numbers and containers only: a crafted pickle cannot run code here
         bundle = torch.load(state_dir / "optimizer.pt", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for a bad file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{state_dir / 'optimizer.pt'}: not resumable state r1 wrote (only tensors and numbers are loaded: {first}); "
                         "remove that checkpoint or use --overwrite") from None
-    optimizer.load_state_dict(bundle["optimizer"])
+    if is_sharded(model):  # saved by one process, resumed by several: each rank keeps its shards of the whole tensors
+        load_whole_into_shards(model, optimizer, saved, bundle["optimizer"])
+    else:
+        optimizer.load_state_dict(bundle["optimizer"])
     scheduler.load_state_dict(bundle["scheduler"])
     _restore_rng(bundle)
     return read_json_file(state_dir / "progress.json")
+
+
+def load_whole_into_shards(model, optimizer, weights: dict[str, torch.Tensor], optimizer_state: dict) -> None:
+    """One process's weights and optimizer state into MODEL's shards. The saved optimizer state
+    numbers the parameters in its groups' order, which this run's optimizer (built the same way)
+    shares: the numbers become the parameters' names, as the full optimizer state dict keys them."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    whole = StateDictOptions(full_state_dict=True, strict=False)  # a tied head is saved under its first name only
+    set_model_state_dict(model, weights, options=whole)
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    order = [names[id(parameter)] for group in optimizer.param_groups for parameter in group["params"]]
+    named = {"state": {order[int(number)]: value for number, value in optimizer_state["state"].items()},
+             "param_groups": [{**group, "params": [order[int(number)] for number in group["params"]]}
+                              for group in optimizer_state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, named, options=whole)
 
 
 def _restore_schedule(state_dir: Path, scheduler) -> dict:
