@@ -22,22 +22,40 @@ from rich.progress import (
 console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, width=None if sys.stderr.isatty() else 160)
 
 
+# Under torchrun, the rank of this process when it is not rank 0: its logs, warnings and progress
+# are rank 0's too, so only rank 0 prints them; an error is its own, and says which rank it is.
+_quiet_rank: int | None = int(os.environ.get("RANK", "0")) or None if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+# A rank other than 0 waits this long before it says its error: when every rank meets the same
+# bad input, rank 0's line is the one shown (torchrun stops the other ranks once one has failed).
+RANK_ERROR_DELAY_SECONDS = 3.0
+
+
+def silence(rank: int) -> None:
+    global _quiet_rank
+    _quiet_rank = rank if rank else None
+
+
 def log(message: str) -> None:
-    console.print(message, markup=False)
+    if _quiet_rank is None:
+        console.print(message, markup=False)
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+    if _quiet_rank is None:
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]error:[/bold red] {escape(message)}")
+    where = "" if _quiet_rank is None else f"(rank {_quiet_rank}) "
+    if _quiet_rank is not None:
+        time.sleep(RANK_ERROR_DELAY_SECONDS)
+    console.print(f"[bold red]error:[/bold red] {where}{escape(message)}")
 
 
 def progress_bar():
     """A live bar on a terminal; elsewhere (make, nohup, CI, a cluster job's log) a plain line every
     R1_PROGRESS_SECONDS (30) seconds and one at the end, where a live bar would show nothing until then."""
-    if not console.is_terminal:
+    if not console.is_terminal or _quiet_rank is not None:
         return PlainProgress(float(os.environ.get("R1_PROGRESS_SECONDS", "30")))
     return Progress(
         TextColumn("[bold]{task.description}"),

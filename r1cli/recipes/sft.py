@@ -41,6 +41,7 @@ from r1cli.options import (
 from r1cli.report.card import think_format_reason, think_share
 from r1cli.seeding import seed_everything
 from r1cli.train import checkpoint as ckpt
+from r1cli.train import distributed
 from r1cli.train.batching import token_budget, within_budget
 from r1cli.train.logprobs import (
     chunked_token_scores,
@@ -49,7 +50,7 @@ from r1cli.train.logprobs import (
     score_tokens,
     scores_from_logits,
 )
-from r1cli.train.metrics_log import MetricsLog
+from r1cli.train.metrics_log import MetricsLog, NoMetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, fixed_length, resume, training_identity
 from r1cli.train.teacher import Teacher
@@ -107,6 +108,7 @@ class SFTState:
     truncated: int
     think_format: str | None  # why the data teaches the think format (the checkpoint's sampling defaults), or None
     max_tokens_per_batch: int  # padded tokens per micro-batch at most
+    world: distributed.World = distributed.World()  # this process's share of the run (one process: all of it)
 
 
 @dataclass
@@ -128,17 +130,21 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
     models = {"model": config.model, **({"teacher": teacher.path} if teacher else {})}
     identity = training_identity(options, models=models, inputs={f"data[{i}]": path for i, path in enumerate(config.data)},
                                  may_change=RESUME_MAY_CHANGE, source=config.source)
-    with runs.exclusive(out):
-        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data],
-                            length=fixed_length(("max_steps", "epochs"), config.optim.schedule, config.optim.warmup,
-                                                f"r1 sft {out} {' '.join(config.data)} --out NEW_DIR ...")):
+    world = distributed.world()
+    with world.main_only(runs.exclusive(out)):  # rank 0 holds the lock and writes; the others wait for it
+        finished = world.is_main and already_finished(
+            out, identity, overwrite=config.run.overwrite, inputs=[*models.values(), *config.data, *config.eval_data],
+            length=fixed_length(("max_steps", "epochs"), config.optim.schedule, config.optim.warmup,
+                                f"r1 sft {out} {' '.join(config.data)} --out NEW_DIR ..."))
+        if world.agree(finished):
             return
         started = time.time()
         state = prepare(config, out, identity, teacher)
         writer = ckpt.RunWriter(out, command, recorded or options, identity.to_json(), ckpt.describe_parent(config.model),
                                 ckpt.describe_inputs(config.data, config.source) + ckpt.describe_inputs(config.eval_data, config.eval_source()),
-                                state.dtype, state.think_format)
-        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=state.start_step, report_to=config.run.report_to, options=recorded or options)
+                                state.dtype, state.think_format, world)
+        metrics_log = (MetricsLog(out / "metrics.jsonl", resume_step=state.start_step, report_to=config.run.report_to, options=recorded or options)
+                       if world.is_main else NoMetricsLog())
         line: dict = {}
         with progress_bar() as bar:
             task = bar.add_task("sft", total=state.total_steps, completed=state.start_step, status="")
@@ -173,8 +179,11 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
 def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> SFTState:
     """The model (LoRA-wrapped, checkpointed), the token rows, the step plan and the optimizer,
     restored from the newest checkpoint of OUT when there is one."""
-    device = resolve_device(config.compute.device)
+    world = distributed.world()
+    device = distributed.device_for(world, resolve_device(config.compute.device))
     dtype = resolve_dtype(config.compute.dtype, device)
+    if world.distributed and (config.lora.lora_r or teacher):
+        raise UserError(f"{'--lora-r' if config.lora.lora_r else 'a teacher'} under torchrun: not supported yet (run it as one process)")
     seed_everything(config.run.seed)
     # Full fine-tuning keeps fp32 master weights (autocast computes in DTYPE); LoRA keeps the base in DTYPE.
     network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32, seed=config.run.seed)
@@ -186,6 +195,8 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     plan = StepPlan(len(rows), config.batch_size, config.optim.grad_accum, config.run.seed)
     total_steps = plan.total_steps(config.epochs, config.max_steps)
     network = prepare_for_training(network, config.model, config.lora, config.optim.gradient_checkpointing).to(device)
+    if world.distributed:
+        network = distributed.shard_model(network, dtype)
     optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay, config.optim.adam_betas, config.optim.adam_epsilon)
     scheduler = make_scheduler(optimizer, schedule=config.optim.schedule, warmup=warmup_steps(config.optim.warmup, total_steps),
                                total_steps=total_steps, min_lr_ratio=config.optim.min_lr_ratio)
@@ -201,7 +212,7 @@ def prepare(config: SFTConfig, out: Path, identity, teacher: Teacher | None) -> 
     budget = token_budget(config.optim.max_tokens_per_batch, network, device, dtype, config.optim.gradient_checkpointing)
     return SFTState(network, tokenizer, rows, eval_rows, plan, total_steps, optimizer, scheduler,
                     progress["step"] if progress else 0, device, dtype, truncated, think_format_reason(template=template, think_share=share),
-                    budget)
+                    budget, world)
 
 
 def load_rows(paths, tokenizer, *, template: str, max_length: int, packing: bool,
@@ -240,30 +251,47 @@ def train_step(state: SFTState, step: int, max_grad_norm: float, teacher: Teache
     """One optimizer step over STEP's micro-batches: the loss is the mean over every labelled
     token of the step, so splitting the same rows into more micro-batches gives the same update."""
     state.network.train()
-    widest = lambda group: len(group) * max(len(state.rows[i].input_ids) for i in group)  # noqa: E731
-    micro_batches = [batch for indices in state.plan.micro_batches(step)
-                     for batch in within_budget(indices, widest, lambda i: len(state.rows[i].input_ids), state.max_tokens_per_batch)]
-    batches = [[state.rows[i] for i in indices] for indices in micro_batches]
-    label_total = sum(row.label_count for rows in batches for row in rows)
+    world = state.world
+    shares = rank_micro_batches(state, step)  # every rank's, so each knows the step's token count and pass count
+    label_total = sum(row.label_count for share in shares for rows in share for row in rows)
+    batches, passes = shares[world.rank], max(len(share) for share in shares)
     loss_total = torch.zeros((), dtype=torch.float64, device=state.device)
     kl_total = torch.zeros_like(loss_total)
     tokens = 0
-    for rows in batches:
+    for index in range(passes):
+        # A rank with fewer micro-batches than another runs zero-weight passes: the collectives
+        # of every forward and backward pass must match across the ranks.
+        real = index < len(batches)
+        rows = batches[index] if real else [state.rows[0]]
+        distributed.gradient_sync(state.network, index == passes - 1)  # one reduction a step, after its last pass
         batch = collate(rows, state.tokenizer.pad_token_id, state.device)
         with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype != torch.float32):
-            loss_sum, kl_sum = token_loss_sum(state.network, batch, teacher)
+            loss_sum, kl_sum = distributed.in_root_forward(state.network, token_loss_sum, state.network, batch, teacher)
         objective = loss_sum if kl_sum is None else loss_sum + teacher.weight * kl_sum
-        (objective / label_total).backward()
-        loss_total += loss_sum.detach().double()  # summed on the device: one read per step, below
-        if kl_sum is not None:
-            kl_total += kl_sum.detach().double()
-        tokens += sum(len(row.input_ids) for row in rows)
+        (objective / label_total if real else objective * 0.0).backward()
+        if real:
+            loss_total += loss_sum.detach().double()  # summed on the device: one read per step, below
+            if kl_sum is not None:
+                kl_total += kl_sum.detach().double()
+            tokens += sum(len(row.input_ids) for row in rows)
     trainable = [p for p in state.network.parameters() if p.requires_grad]
-    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    grad_norm = distributed.full_value(torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm if max_grad_norm > 0 else float("inf")))
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    loss_sum, kl_sum, norm = torch.stack([loss_total, kl_total, grad_norm.double()]).tolist()
-    return StepStats(loss_sum / label_total, kl_sum / label_total, norm, tokens)
+    totals = world.sum(torch.stack([loss_total, kl_total, torch.tensor(float(tokens), dtype=torch.float64, device=state.device)]))
+    loss_sum, kl_sum, norm, tokens = torch.cat([totals[:2], grad_norm.double().reshape(1).to(totals.device), totals[2:]]).tolist()
+    return StepStats(loss_sum / label_total, kl_sum / label_total, norm, int(tokens))
+
+
+def rank_micro_batches(state: SFTState, step: int) -> list[list[list[Row]]]:
+    """Per rank, STEP's micro-batches of rows: each accumulation micro-batch of the global batch
+    dealt round-robin to the ranks, each share split to the token budget (one process: all of it)."""
+    size = state.world.world_size
+    widest = lambda group: len(group) * max(len(state.rows[i].input_ids) for i in group)  # noqa: E731
+    length = lambda i: len(state.rows[i].input_ids)  # noqa: E731
+    return [[[state.rows[i] for i in batch] for indices in state.plan.micro_batches(step)
+             for batch in within_budget(indices[rank::size], widest, length, state.max_tokens_per_batch)]
+            for rank in range(size)]
 
 
 @torch.no_grad()
@@ -274,6 +302,7 @@ def evaluate_loss(state: SFTState, batch_size: int) -> float:
     for start in range(0, len(state.eval_rows), batch_size):
         chunk = state.eval_rows[start : start + batch_size]
         with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype != torch.float32):
-            loss_total += token_loss_sum(state.network, collate(chunk, state.tokenizer.pad_token_id, state.device))[0].item()
+            batch = collate(chunk, state.tokenizer.pad_token_id, state.device)
+            loss_total += distributed.in_root_forward(state.network, token_loss_sum, state.network, batch)[0].item()
         label_total += sum(row.label_count for row in chunk)
     return loss_total / label_total

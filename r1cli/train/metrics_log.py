@@ -43,3 +43,13 @@ class MetricsLog:
         self.handle.close()
         if self.tracker is not None:
             self.tracker.close()
+
+
+class NoMetricsLog:
+    """What ranks other than 0 write under torchrun: nothing (rank 0 writes every line)."""
+
+    def write(self, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
