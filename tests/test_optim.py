@@ -28,8 +28,13 @@ def learning_rates(schedule: str, *, lr: float, warmup: int, total_steps: int, m
     """The LR each optimizer step of a run trains at, as the recipes log it (before the step)."""
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
     scheduler = make_scheduler(optimizer, schedule=schedule, warmup=warmup, total_steps=total_steps, min_lr_ratio=min_lr_ratio)
+    return stepped_rates(optimizer, scheduler, total_steps)
+
+
+def stepped_rates(optimizer, scheduler, steps: int) -> list[float]:
+    """The LR before each of STEPS optimizer steps."""
     rates = []
-    for _ in range(total_steps):
+    for _ in range(steps):
         rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
@@ -81,12 +86,7 @@ def test_cosine_and_constant_are_bit_identical_to_the_formula_over_a_sweep():
 def transformers_rates(name: str, *, warmup: int, total_steps: int, **kwargs) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps, scheduler_specific_kwargs=kwargs)
-    rates = []
-    for _ in range(total_steps):
-        rates.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
-    return rates
+    return stepped_rates(optimizer, scheduler, total_steps)
 
 
 def test_ours_differ_from_transformers_plain_schedules_on_purpose():

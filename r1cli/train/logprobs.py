@@ -177,9 +177,7 @@ class _ChunkedTokenScores(torch.autograd.Function):
         if grad_logprobs_N is None and grad_entropy_N is None:
             return (None,) * 7
         weight, bias = _cast(weight_VH, bias_V, dtype)
-        grad_hidden = torch.empty_like(hidden_NH) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight_VH, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias_V, dtype=torch.float32) if bias_V is not None and ctx.needs_input_grad[2] else None
+        grad_hidden, grad_weight, grad_bias = _gradient_buffers(ctx, hidden_NH, weight_VH, bias_V)
         for start in range(0, hidden_NH.shape[0], chunk):
             rows = slice(start, start + chunk)
             hidden = hidden_NH[rows]
@@ -223,9 +221,7 @@ class _ChunkedTeacherKL(torch.autograd.Function):
         chunk, dtype = ctx.settings
         weight, bias = _cast(weight_VH, bias_V, dtype)
         teacher_weight, teacher_bias = _cast(teacher_weight_VH, teacher_bias_V, dtype)
-        grad_hidden = torch.empty_like(hidden_NH) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight_VH, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias_V, dtype=torch.float32) if bias_V is not None and ctx.needs_input_grad[2] else None
+        grad_hidden, grad_weight, grad_bias = _gradient_buffers(ctx, hidden_NH, weight_VH, bias_V)
         for start in range(0, hidden_NH.shape[0], chunk):
             rows = slice(start, start + chunk)
             hidden = hidden_NH[rows]
@@ -233,6 +229,15 @@ class _ChunkedTeacherKL(torch.autograd.Function):
             teacher_CV = _logits(teacher_hidden_NH[rows], teacher_weight, teacher_bias).softmax(-1)
             _accumulate((student_CV - teacher_CV) * grad_total, hidden, weight, rows, grad_hidden, grad_weight, grad_bias)
         return (grad_hidden, _like(grad_weight, weight_VH), _like(grad_bias, bias_V), None, None, None, None, None)
+
+
+def _gradient_buffers(ctx, hidden_NH, weight_VH, bias_V):
+    """The (hidden, weight, bias) gradients a backward pass fills, for the inputs that need one:
+    the hidden one row by row, the weight and bias ones summed over chunks in fp32."""
+    grad_hidden = torch.empty_like(hidden_NH) if ctx.needs_input_grad[0] else None
+    grad_weight = torch.zeros_like(weight_VH, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+    grad_bias = torch.zeros_like(bias_V, dtype=torch.float32) if bias_V is not None and ctx.needs_input_grad[2] else None
+    return grad_hidden, grad_weight, grad_bias
 
 
 def _accumulate(grad_logits_CV, hidden_CH, weight_VH, rows, grad_hidden, grad_weight, grad_bias) -> None:
