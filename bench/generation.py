@@ -59,9 +59,11 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sides", nargs="+", default=["generate", "hf", "fast"], choices=["generate", "hf", "fast"])
+    parser.add_argument("--sides", nargs="+", default=["generate", "hf", "fast"], choices=["generate", "hf", "fast", "fast-torch"],
+                        help="fast-torch: the fast engine without its Triton decode kernels (torch ops alone)")
     parser.add_argument("--eos-ids", type=int, default=0, help="ids that end a sequence (0: end of sequence off)")
     parser.add_argument("--json", help="append each result as a JSON line to this file")
+    parser.add_argument("--refresh", action="store_true", help="also time the fast engine's refresh_weights alone")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,10 +110,11 @@ def measure(sequences: int, args, model, tokenizer, eos: list[int], world: list[
         hf.eos = set(eos)
         sides["r1 hf"] = lambda: sum(len(c.token_ids) for p in hf.generate_ids(encoded, options, n=args.per_prompt) for c in p)
     engines = []
-    if "fast" in args.sides:
-        engine = FastEngine(model, tokenizer, batch_size=sequences, memory_share=0.9, eos=set(eos))
-        engines.append(engine)
-        sides["r1 fast"] = lambda e=engine: sum(len(c.token_ids) for p in e.generate_ids(encoded, options, n=args.per_prompt) for c in p)
+    for side, use_kernels in (("fast", True), ("fast-torch", False)):
+        if side in args.sides:
+            engine = FastEngine(model, tokenizer, batch_size=sequences, memory_share=0.9, eos=set(eos), use_kernels=use_kernels)
+            engines.append(engine)
+            sides[f"r1 {side}"] = lambda e=engine: sum(len(c.token_ids) for p in e.generate_ids(encoded, options, n=args.per_prompt) for c in p)
 
     results = {}
     for name, function in sides.items():
@@ -130,11 +133,26 @@ def measure(sequences: int, args, model, tokenizer, eos: list[int], world: list[
                 handle.write(json.dumps({"config": args.config, "sequences": sequences, "side": name, "seconds": seconds,
                                          "tokens": tokens, "tokens_per_s": tokens / seconds, "peak_gib": peak,
                                          "first_call_s": warm_seconds, "eos_ids": len(eos), "device": device_name}) + "\n")
+    if args.refresh and engines:
+        measure_refresh(engines[0], model)
     for engine in engines:
         engine.close()
     first = next(iter(results))
     print("  ratios: " + ", ".join(f"{name} {results[first] / s:.2f}x" for name, s in results.items() if name != first)
           + f" (against {first})")
+
+
+def measure_refresh(engine, model) -> None:
+    """refresh_weights alone: the model's weights copied into the engine's buffers, from the bf16
+    model itself and from an fp32 copy (GRPO's master weights), median of five, synchronized."""
+    import copy
+
+    master = copy.deepcopy(model).float()
+    for name, source in (("bf16 model", model), ("fp32 master", master)):
+        engine.refresh_weights(source)
+        runs = [timed(lambda s=source: engine.refresh_weights(s) or 0)[0] for _ in range(5)]
+        print(f"  refresh_weights from the {name}: median {statistics.median(runs) * 1e3:.1f} ms  runs {[round(r * 1e3, 1) for r in runs]}")
+    del master
 
 
 if __name__ == "__main__":

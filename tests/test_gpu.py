@@ -156,3 +156,66 @@ def test_triton_noise_is_the_keyed_noise_bit_for_bit():
     noise = noise_triton.log_exponential(row_hashes(keys, steps), tokens)
     reference = torch.log(-torch.log(keyed_uniform(keys, steps, 151_936, tokens)))
     assert torch.allclose(noise, reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_rope_into_cache_kernel_equals_the_torch_ops_in_bf16(qk_norm):
+    from r1cli.engines.fast import kernels
+    from r1cli.engines.fast.model import rms_norm, rotate
+
+    assert kernels.available()
+    torch.manual_seed(0)
+    bf16, heads, kv_heads, dim, slots, width, rows = torch.bfloat16, 14, 2, 64, 9, 96, 7
+    qkv = torch.randn(rows, (heads + 2 * kv_heads) * dim, device="cuda", dtype=bf16) * 3
+    positions = torch.tensor([0, 5, 95, 17, 17, 40, 1], device="cuda")
+    angles = torch.randn(width, dim // 2, device="cuda") * 4
+    angles = torch.cat((angles, angles), -1)
+    cos, sin = angles.cos().to(bf16), angles.sin().to(bf16)
+    signed_sin = torch.cat((-sin[:, : dim // 2], sin[:, dim // 2 :]), -1)
+    norm = torch.randn(heads + kv_heads, dim, device="cuda", dtype=bf16) if qk_norm else None
+    k_cache, v_cache = torch.randn(slots, kv_heads, width, dim, device="cuda", dtype=bf16), torch.randn(slots, kv_heads, width, dim, device="cuda", dtype=bf16)
+    k_expected, v_expected = k_cache.clone(), v_cache.clone()
+    q = kernels.rope_into_cache(qkv, positions, cos, signed_sin, norm, 1e-6, k_cache, v_cache, heads, kv_heads)
+    # The torch ops of Decoder._qkv and the cache writes of Decoder.decode.
+    qk = qkv[:, : (heads + kv_heads) * dim].unflatten(-1, (heads + kv_heads, dim))
+    if qk_norm:
+        qk = rms_norm(qk, None, 1e-6) * norm
+    qk = rotate(qk, cos[positions][:, None, :], signed_sin[positions][:, None, :])
+    rows_index = torch.arange(rows, device="cuda")
+    k_expected[rows_index, :, positions] = qk[:, heads:]
+    v_expected[rows_index, :, positions] = qkv[:, (heads + kv_heads) * dim :].unflatten(-1, (kv_heads, dim))
+    assert q.shape == (rows, heads, 1, dim) and q.is_contiguous()
+    assert torch.equal(v_cache, v_expected)  # V copied, and nothing else of either cache touched
+    if qk_norm:  # rsqrt may differ in its last fp32 place: at most one bf16 step, rarely
+        for ours, theirs in ((q[:, :, 0], qk[:, :heads]), (k_cache, k_expected)):
+            assert (ours != theirs).float().mean() < 0.01
+            assert torch.allclose(ours.float(), theirs.float(), rtol=2**-7, atol=1e-6)
+    else:
+        assert torch.equal(q[:, :, 0], qk[:, :heads]) and torch.equal(k_cache, k_expected)
+
+
+def test_silu_mul_kernel_equals_torch_in_bf16():
+    from r1cli.engines.fast import kernels
+
+    gate_up = torch.randn(33, 2 * 4864, device="cuda", dtype=torch.bfloat16) * 4
+    gate, up = gate_up.chunk(2, dim=-1)
+    ours, theirs = kernels.silu_mul(gate_up), torch.nn.functional.silu(gate) * up
+    assert (ours != theirs).float().mean() < 1e-3
+    assert torch.allclose(ours.float(), theirs.float(), rtol=2**-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
+def test_fast_engine_kernels_give_the_torch_steps_completions_in_bf16(family):
+    from test_fast_engine import PROMPTS
+
+    from r1cli.engines.base import SamplingOptions
+    from r1cli.engines.fast import FastEngine
+
+    model, tokenizer = fast_on_cuda(family, torch.bfloat16)
+    fused, plain = FastEngine(model, tokenizer, batch_size=8), FastEngine(model, tokenizer, batch_size=8, use_kernels=False)
+    for options in (SamplingOptions(temperature=0.0, max_new_tokens=24), SamplingOptions(temperature=1.0, max_new_tokens=24, seed=5)):
+        ours, theirs = fused.generate_ids(PROMPTS, options, n=3), plain.generate_ids(PROMPTS, options, n=3)
+        assert fused.decoder.fused and not plain.decoder.fused and fused.graphs.graphs
+        assert [[c.token_ids for c in p] for p in ours] == [[c.token_ids for c in p] for p in theirs]
+        for a, b in zip((c for p in ours for c in p), (c for p in theirs for c in p)):
+            assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 0.05

@@ -76,7 +76,8 @@ class FastEngine:
     batches_per_call = 4  # callers may queue this many slots' worth of requests: freed slots refill from the queue
 
     def __init__(self, network, tokenizer, *, batch_size: int = 64, dtype: torch.dtype | None = None,
-                 device: torch.device | None = None, memory_share: float = 0.5, eos: set[int] | None = None):
+                 device: torch.device | None = None, memory_share: float = 0.5, eos: set[int] | None = None,
+                 use_kernels: bool = True):
         reason = unsupported_reason(network)
         if reason:
             raise UserError(f"--engine fast: {reason}")
@@ -86,6 +87,7 @@ class FastEngine:
         self.tokenizer = tokenizer
         self.max_slots = batch_size
         self.memory_share = memory_share
+        self.use_kernels = use_kernels  # the decode step's Triton kernels on CUDA (model.Decoder); off only to compare
         self.spec = read_spec(network)
         self.weights = DecoderWeights(self.spec, self.dtype, self.device)
         self.weights.load_from(network)
@@ -195,7 +197,7 @@ class FastEngine:
                                 f"of {width} positions ({per_slot / 2**20:.0f} MiB each); raise it or lower --max-new-tokens")
         self.cache = KVCache(self.spec, slots, width, self.dtype, self.device)
         self.slots = Slots.allocate(slots, tokens_width, self.device)
-        self.decoder = Decoder(self.weights, RopeTable(self._network, width, self.dtype, self.device))
+        self.decoder = Decoder(self.weights, RopeTable(self._network, width, self.dtype, self.device), self.use_kernels)
         self.graphs = DecodeGraphs(self.decoder, self.cache, self.slots, self.constants, [b for b in BUCKETS if b < slots] + [slots])
 
     # ------------------------------------------------------------ admission

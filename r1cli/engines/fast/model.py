@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from r1cli.engines.fast import kernels
 from r1cli.modeling import hf_base
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
@@ -233,8 +234,10 @@ class KVCache:
 class Decoder:
     """The forward passes: `prefill` (a batch of prompts, causal) and `decode` (one token per slot)."""
 
-    def __init__(self, weights: DecoderWeights, rope: RopeTable):
+    def __init__(self, weights: DecoderWeights, rope: RopeTable, use_kernels: bool = True):
         self.weights, self.rope, self.spec = weights, rope, weights.spec
+        # The decode step's Triton kernels where they apply (CUDA, 16-bit); False: torch alone (benchmarks compare both).
+        self.fused = use_kernels and kernels.usable(weights.embed_VH, self.spec.head_dim)
 
     def _qkv(self, layer: dict, h: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor):
         """Q [..., Hq, D], K and V [..., Hkv, D] of normalised hidden states H [..., H], rope applied
@@ -248,10 +251,15 @@ class Decoder:
         qk = rotate(qk, cos, signed_sin)
         return qk[..., : s.num_heads, :], qk[..., s.num_heads :, :], v
 
-    def _mlp(self, layer: dict, x: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, layer: dict, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
         h = rms_norm(x, layer["post_norm"], self.spec.rms_norm_eps)
-        gate, up = F.linear(h, layer["gate_up"], layer["gate_up_bias"]).chunk(2, dim=-1)
-        return residual_linear(x, F.silu(gate) * up, layer["down"], layer["down_bias"])
+        gate_up = F.linear(h, layer["gate_up"], layer["gate_up_bias"])
+        if fused:
+            activated = kernels.silu_mul(gate_up)
+        else:
+            gate, up = gate_up.chunk(2, dim=-1)
+            activated = F.silu(gate) * up
+        return residual_linear(x, activated, layer["down"], layer["down_bias"])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the final hidden states (the head in the compute dtype, as transformers)."""
@@ -289,22 +297,31 @@ class Decoder:
         s, w = self.spec, self.weights
         ids, positions = ids_S[:rows], positions_S[:rows]
         row_index = torch.arange(rows, device=ids.device)
-        cos, sin = self.rope.cos_TD[positions][:, None, :], self.rope.signed_sin_TD[positions][:, None, :]  # [rows, 1, D]
+        fused = self.fused
+        if not fused:
+            cos, sin = self.rope.cos_TD[positions][:, None, :], self.rope.signed_sin_TD[positions][:, None, :]  # [rows, 1, D]
         columns = torch.arange(cache.width, device=ids.device)
         offset = positions[:, None] - columns[None, :]  # [rows, T]
         visible = {window: ((offset >= 0) & (offset < window if window else offset >= 0))[:, None, None, :] for window in set(s.windows)}
         x = F.embedding(ids, w.embed_VH)
         for index, layer in enumerate(w.layers):
-            q, k, v = self._qkv(layer, rms_norm(x, layer["input_norm"], s.rms_norm_eps), cos, sin)
-            cache.k[index][row_index, :, positions] = k
-            cache.v[index][row_index, :, positions] = v
+            h = rms_norm(x, layer["input_norm"], s.rms_norm_eps)
+            if fused:  # norm, rope and the cache writes in one kernel; Q comes back as attention takes it
+                q = kernels.rope_into_cache(F.linear(h, layer["qkv"], layer["qkv_bias"]), positions, self.rope.cos_TD,
+                                            self.rope.signed_sin_TD, layer["qk_norm"], s.rms_norm_eps, cache.k[index],
+                                            cache.v[index], s.num_heads, s.num_kv_heads)
+            else:
+                q, k, v = self._qkv(layer, h, cos, sin)
+                cache.k[index][row_index, :, positions] = k
+                cache.v[index][row_index, :, positions] = v
+                q = q[:, :, None, :]
             # One query per slot against the slot's whole width, masked to its positions so far.
             with attention_backends():
-                attended = F.scaled_dot_product_attention(q[:, :, None, :], cache.k[index][:rows], cache.v[index][:rows],
+                attended = F.scaled_dot_product_attention(q, cache.k[index][:rows], cache.v[index][:rows],
                                                           attn_mask=visible[s.windows[index]], scale=s.head_dim**-0.5,
                                                           enable_gqa=s.num_kv_heads != s.num_heads)
             x = residual_linear(x, attended.reshape(rows, s.num_heads * s.head_dim), layer["o"], layer["o_bias"])
-            x = self._mlp(layer, x)
+            x = self._mlp(layer, x, fused)
         return self.logits(x)
 
 
