@@ -144,17 +144,21 @@ def restore(saved: dict) -> None:
 
 
 def longest_mode(args) -> None:
-    """The longest completion (doubling from 1,024) whose update fits, at --completions per step."""
+    """The longest completion (doubling from 1,024, up to the model's context less the prompt) whose
+    update fits, at --completions per step."""
     policy = make_policy(args.config)
     warm_up(policy)
     fits = None
-    for length in (length for length in (1024, 2048, 4096, 8192, 16384, 32768) if length >= args.start):
+    context = policy.network.config.max_position_embeddings
+    lengths = [2**k for k in range(10, 20) if 2**k < context - args.prompt_tokens] + [context - args.prompt_tokens]
+    for length in (length for length in lengths if length >= args.start):
         result = one_update(policy, rollouts(args.completions, args.prompt_tokens, length, policy.network.config.vocab_size), "new", 8)
         print(json.dumps({"mode": "longest", "config": Path(args.config).name, "completion_tokens": length, **result}), flush=True)
         if result.get("oom"):
             break
         fits = length
-    print(json.dumps({"mode": "longest", "config": Path(args.config).name, "longest_that_fits": fits}), flush=True)
+    print(json.dumps({"mode": "longest", "config": Path(args.config).name, "longest_that_fits": fits, "context": context,
+                      "prompt_tokens": args.prompt_tokens}), flush=True)
 
 
 # ---------------------------------------------------------------- the loss alone (GPU)

@@ -4,7 +4,8 @@ Written by hand (not the transformers modules) because a captured CUDA graph nee
 preallocated and updated in place: fused QKV and gate-up weights in the compute dtype, a
 slot-per-sequence KV cache, rope tables read from the HF model's own rotary buffer (so every
 static rope scaling its config defines comes out the same). The same code runs eagerly on the
-CPU, where the tests compare it with the transformers forward.
+CPU, where the tests compare it with the transformers forward. On CUDA in bf16 / fp16 the decode
+step hands its rope, cache writes and activation to the Triton kernels of `kernels.py`.
 
 Shapes: S cache slots (one per sequence), T cache width (positions), H hidden size, Hq / Hkv
 query / key-value heads of size D, I the MLP width, V the vocabulary.
