@@ -153,3 +153,55 @@ def full_state_dict(network) -> dict[str, torch.Tensor]:
 
 def is_sharded(network) -> bool:
     return hasattr(network, SCORING_METHOD)
+
+
+# ---------------------------------------------------------------- agreeing before a collective
+# A rank that raises stops; the others would wait at their next collective until torchrun ends
+# them. Where an error can depend on what a rank read or did, the ranks agree on it first, so
+# every rank raises the same one-line error (rank 0 says it; torchrun then ends the others).
+
+
+def every_rank(world_: World, value: object) -> list:
+    """Every rank's VALUE (a picklable object), in rank order (one process: [VALUE])."""
+    if not world_.distributed:
+        return [value]
+    values: list = [None] * world_.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def checked_everywhere(world_: World, function, *args, **kwargs):
+    """FUNCTION(*ARGS) on every rank, its result. If it raised a UserError on any rank, every rank
+    raises the lowest such rank's (a collective, so none is left waiting for a rank that stopped)."""
+    if not world_.distributed:
+        return function(*args, **kwargs)
+    try:
+        result, failure = function(*args, **kwargs), None
+    except UserError as error:
+        result, failure = None, str(error)
+    failures = [message for message in every_rank(world_, failure) if message is not None]
+    if failures:
+        raise UserError(failures[0])
+    return result
+
+
+def on_main(world_: World, function, *args, **kwargs):
+    """FUNCTION(*ARGS) on rank 0 alone (what writes a shared file), its result on every rank; the
+    others wait for it, and its UserError is raised on every rank."""
+    if not world_.distributed:
+        return function(*args, **kwargs)
+    outcome: tuple = ("done", None)
+    if world_.is_main:
+        try:
+            outcome = ("done", function(*args, **kwargs))
+        except UserError as error:
+            outcome = ("error", str(error))
+        except BaseException:
+            world_.agree(("failed", None))  # the others stop too; rank 0's own error says why
+            raise
+    kind, value = world_.agree(outcome)
+    if kind == "error":
+        raise UserError(value)
+    if kind == "failed":
+        raise UserError("stopped: rank 0 failed")
+    return value
