@@ -76,9 +76,11 @@ def test_what_a_run_under_torchrun_cannot_do_is_refused_before_anything(tmp_path
     from r1cli.train import distributed
 
     monkeypatch.setattr(distributed, "_WORLD", distributed.World(rank=0, world_size=2))  # as torchrun's rank 0 (refused before any collective)
-    for out, extra, message in (("-", [], "--out - under torchrun: give a file (each process samples its share into it)"),
-                                (str(tmp_path / "s.jsonl"), ["--engine", "vllm"], "--engine vllm under torchrun: not supported yet")):
-        status, stdout, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, prompts, out, *extra))
+    file = str(tmp_path / "s.jsonl")
+    for source, out, extra, message in ((prompts, "-", [], "--out - under torchrun: give a file (each process samples its share into it)"),
+                                        ("-", file, [], "PROMPTS - under torchrun: give a file (every process reads it)"),
+                                        (prompts, file, ["--engine", "vllm"], "--engine vllm under torchrun: not supported yet")):
+        status, stdout, err = run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, source, out, *extra))
         assert status == 2 and stdout == "" and err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*s.jsonl*"))
 

@@ -71,6 +71,8 @@ class SampleJob:
         if distributed.world().distributed:
             if self.out == STDIO:
                 raise UserError("--out - under torchrun: give a file (each process samples its share into it)")
+            if self.prompts == STDIO:
+                raise UserError("PROMPTS - under torchrun: give a file (every process reads it)")
             if self.generation.engine == "vllm":
                 raise UserError("--engine vllm under torchrun: not supported yet (vLLM places its own workers); "
                                 "use --engine auto, or one process per --shard I/N")
