@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -159,6 +160,20 @@ def is_sharded(network) -> bool:
 # A rank that raises stops; the others would wait at their next collective until torchrun ends
 # them. Where an error can depend on what a rank read or did, the ranks agree on it first, so
 # every rank raises the same one-line error (rank 0 says it; torchrun then ends the others).
+# These exchanges are where ranks wait for each other's work (the slowest rank's share of the
+# sampling, rank 0's filtering): they go through a gloo group of their own, whose timeout is
+# WAIT_TIMEOUT, not the default group's (NCCL's is 10 minutes).
+
+WAIT_TIMEOUT = timedelta(hours=24)
+_WAITING_GROUP: list = []
+
+
+def _waiting_group():
+    """The gloo group of the exchanges below, made at the first (every rank makes it there: each
+    exchange is a collective, called by every rank in the same order)."""
+    if not _WAITING_GROUP:
+        _WAITING_GROUP.append(dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT))
+    return _WAITING_GROUP[0]
 
 
 def every_rank(world_: World, value: object) -> list:
@@ -166,7 +181,7 @@ def every_rank(world_: World, value: object) -> list:
     if not world_.distributed:
         return [value]
     values: list = [None] * world_.world_size
-    dist.all_gather_object(values, value)
+    dist.all_gather_object(values, value, group=_waiting_group())
     return values
 
 
@@ -197,11 +212,17 @@ def on_main(world_: World, function, *args, **kwargs):
         except UserError as error:
             outcome = ("error", str(error))
         except BaseException:
-            world_.agree(("failed", None))  # the others stop too; rank 0's own error says why
+            _from_main(("failed", None))  # the others stop too; rank 0's own error says why
             raise
-    kind, value = world_.agree(outcome)
+    kind, value = _from_main(outcome)
     if kind == "error":
         raise UserError(value)
     if kind == "failed":
         raise UserError("stopped: rank 0 failed")
     return value
+
+
+def _from_main(value: object) -> object:
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=_waiting_group())
+    return box[0]
