@@ -187,6 +187,23 @@ def test_eval_of_shard_files_equals_eval_of_the_whole_and_records_each(tmp_path,
     assert provenance["samples"] == [{"path": str(path.resolve()), "sha256": file_sha256(path)} for path in (first, second)]
 
 
+def test_eval_of_r1_sample_shards_records_how_they_were_drawn(tmp_path, tiny_checkpoint, prompts, monkeypatch, capsys):
+    shards = [tmp_path / f"s{index}.jsonl" for index in range(2)]
+    for index, shard in enumerate(shards):
+        assert run_cli(monkeypatch, capsys, *sample_args(tiny_checkpoint, prompts, shard, "--shard", f"{index}/2"))[0] == 0
+    status, _, err = run_cli(monkeypatch, capsys, "eval", "--samples", str(shards[0]), "--samples", str(shards[1]), "--out", str(tmp_path / "r.json"))
+    assert status == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["overall"]["n_prompts"] == 9 and report["overall"]["n_samples"] == 27
+    provenance = report["provenance"]
+    # What both shards' records give alike (all but --shard), the model's path and fingerprint among it.
+    assert provenance["sampling"] == {"temperature": 0.6, "top_p": 0.95, "top_k": 0, "max_new_tokens": 8, "stop": []}
+    assert provenance["seed"] == 0 and provenance["engines"] == ["hf"] and provenance["template"] == "auto"
+    fingerprint = json.loads((tmp_path / "s0.jsonl.r1.json").read_text())["identity"]["models"]["model"]
+    assert provenance["model"]["path"] == str(tiny_checkpoint.resolve()) and provenance["model"]["fingerprint"] == fingerprint
+    assert [entry["path"] for entry in provenance["samples"]] == [str(shard.resolve()) for shard in shards]
+
+
 def test_eval_of_a_sample_in_two_files_is_one_clear_error(tmp_path, monkeypatch, capsys):
     first = write_jsonl(tmp_path / "a.jsonl", [graded(0, 0, True), graded(0, 1, False)])
     second = write_jsonl(tmp_path / "b.jsonl", [graded(1, 0, True), graded(0, 1, True)])
