@@ -45,6 +45,7 @@ def distill(
     packing: Annotated[bool, typer.Option(help="Pack several examples per row, with no attention across them.")] = False,
 ) -> None:
     """Sample N traces per prompt from TEACHER, keep the correct, well-formatted ones, and fine-tune
-    STUDENT on them. Run the same command again to resume at the stage that did not finish."""
+    STUDENT on them. Run the same command again to resume at the stage that did not finish.
+    Under torchrun the processes share the sampling, rank 0 filters, and the SFT is sharded."""
     run_distill(DistillConfig(teacher, student, str(out), prompts, traces, n, kd_weight, epochs, max_steps, batch_size, max_length,
                               packing, prompt, generation, rules, optim, lora, compute, run, source))

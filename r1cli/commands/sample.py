@@ -40,5 +40,7 @@ def sample(
     uninterrupted run's; a larger --n adds samples. The file appears once complete
     (FILE.partial until then), and FILE.r1.json records the model, prompts and options: a rerun
     with another model, other prompts or other sampling options is refused, not mixed in.
+    Under torchrun each process samples its share of the prompts into FILE.parts/, and rank 0
+    merges them into FILE in prompt order: the file one process writes.
     """
     run_sample(SampleJob(model, prompts, out, n, prompt, generation, compute, shard, seed, overwrite, source))

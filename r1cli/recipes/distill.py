@@ -33,6 +33,7 @@ from r1cli.recipes.filter import FilterJob, parse_per_prompt, parse_thresholds, 
 from r1cli.recipes.sample import SampleJob, load_prompts, run_sample
 from r1cli.recipes.sft import SFTConfig, run_sft
 from r1cli.rewards.registry import parse_rewards
+from r1cli.train import distributed
 from r1cli.train.teacher import Teacher, check_shared_tokenizer
 from r1cli.train.tracking import check_report_to
 
@@ -78,39 +79,51 @@ class DistillConfig:
 
 
 def run_distill(config: DistillConfig) -> None:
-    """Sample the teacher, keep its correct traces, fine-tune the student on them."""
+    """Sample the teacher, keep its correct traces, fine-tune the student on them. Under torchrun
+    every rank samples its share of the prompts, rank 0 filters, and the SFT is sharded."""
     out = Path(config.out)
     if config.prompts is None and config.traces is None:
         raise UserError("give PROMPTS for the teacher to answer, or --traces FILE")
     if config.prompts is not None and config.traces is not None:
         warn(f"--traces given: PROMPTS ({config.prompts}) is not sampled")
-    runs.check_run_directory(out, [config.teacher, config.student, config.traces or config.prompts], overwrite=config.run.overwrite)
-    check_before_starting(config)
-
+    world = distributed.world()
     created = not out.exists()
+    # Every rank checks before any rank writes (a collective: the ranks agree on the first error).
+    distributed.checked_everywhere(world, check_before_starting, config)
+
     try:
         if config.run.overwrite:
-            with runs.exclusive(out):
-                runs.clear_run_directory(out)
+            distributed.on_main(world, clear_run, out)
         out.mkdir(parents=True, exist_ok=True)
         # 1. The teacher's traces (resumed where they stopped).
         traces = Path(config.traces) if config.traces else Path(config.sampling().out)
         if config.traces is None:
             run_sample(config.sampling())
-        # 2. The correct, well-formed ones (filtered again only when the traces or the rules changed).
-        kept = keep_correct(traces, out / KEPT, config.rules, RewardSettings(overlong_length=config.generation.max_new_tokens),
-                            config.source if config.traces else DataOptions())
+        # 2. The correct, well-formed ones (filtered again only when the traces or the rules changed), by rank 0.
+        kept = distributed.on_main(world, keep_correct, traces, out / KEPT, config.rules,
+                                   RewardSettings(overlong_length=config.generation.max_new_tokens),
+                                   config.source if config.traces else DataOptions())
         # 3. The student, fine-tuned on them.
         teacher = Teacher(config.teacher, config.kd_weight) if config.kd_weight else None
         run_sft(config.training(kept), command="distill", teacher=teacher, recorded=config.options())
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
+        if created and world.is_main and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # failed before writing anything: leave nothing
         raise
 
 
+def clear_run(out: Path) -> None:
+    """--overwrite: what r1 wrote in OUT removed, under its lock."""
+    with runs.exclusive(out):
+        runs.clear_run_directory(out)
+
+
 def check_before_starting(config: DistillConfig) -> None:
     """Every input and option a later stage would reject, rejected now (before hours of sampling)."""
+    runs.check_run_directory(Path(config.out), [config.teacher, config.student, config.traces or config.prompts],
+                             overwrite=config.run.overwrite)
+    if distributed.world().distributed and (config.kd_weight or config.lora.lora_r):
+        raise UserError(f"{'--kd-weight' if config.kd_weight else '--lora-r'} under torchrun: not supported yet (run it as one process)")
     sampling = config.sampling()
     sampling.check()
     if config.traces is None:

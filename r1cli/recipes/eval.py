@@ -30,6 +30,7 @@ from r1cli.recipes.sample import SampleJob, run_sample
 from r1cli.report.card import record_eval
 from r1cli.report.metrics import report_block
 from r1cli.rewards.registry import Scorer, parse_rewards, reward_options
+from r1cli.train import distributed
 from r1cli.train.checkpoint import is_complete, library_versions, read_lineage
 
 DEFAULT_REWARDS = ["accuracy", "format", "language"]
@@ -43,7 +44,7 @@ class EvalJob:
     model: str | None
     data: tuple[str, ...]
     out: Path
-    samples: str | None = None
+    samples: tuple[str, ...] = ()  # existing sample records (several: read as if concatenated)
     n: int = 16
     k: str | None = None
     reward: tuple[str, ...] = ()
@@ -58,38 +59,29 @@ class EvalJob:
 
 
 def run_eval(job: EvalJob) -> None:
-    """Sample (resumably, into REPORT.samples.jsonl) or read the samples, score them, report."""
-    model, data, out, samples, n, k, reward, by = job.model, list(job.data), Path(job.out), job.samples, job.n, job.k, job.reward, job.by
-    groups = list(by or [])
-    specs = parse_rewards(DEFAULT_REWARDS + [r for r in reward or [] if r not in DEFAULT_REWARDS],
+    """Sample (resumably, into REPORT.samples.jsonl) or read the samples, score them, report.
+    Under torchrun every rank samples its share; rank 0 alone scores and reports."""
+    out, groups = Path(job.out), list(job.by or [])
+    specs = parse_rewards(DEFAULT_REWARDS + [r for r in job.reward or [] if r not in DEFAULT_REWARDS],
                           reward_options(job.rewards, job.generation.max_new_tokens))  # fail before sampling
-    if samples:
-        if model or data:
+    world = distributed.world()
+    if job.samples:
+        if job.model or job.data:
             raise UserError("give either MODEL DATA... or --samples FILE, not both")
-        check_file_output(str(out), [samples])
-        records = _read_samples(samples, job.source)
-        ks = parse_ks(k, min(len(group) for group in _by_id(records).values()))
-        provenance = eval_provenance(job, samples, ks)
+        if not world.is_main:
+            return  # nothing to sample: rank 0 scores them
+        check_file_output(str(out), job.samples)
+        records = _read_samples(job.samples, job.source)
+        ks = parse_ks(job.k, min(len(group) for group in _by_id(records).values()))
+        provenance = eval_provenance(job, list(job.samples), ks)
     else:
-        if not model or not data:
-            raise UserError("r1 eval needs MODEL and DATA (or --samples FILE)")
-        ks = parse_ks(k, n)
-        if ks[-1] > n:
-            raise UserError(f"--k {k}: pass@{ks[-1]} and maj@{ks[-1]} need at least {ks[-1]} samples per prompt, but --n is {n}")
-        samples_path = out.with_name(out.stem + ".samples.jsonl")
-        check_file_output(str(out), data)
-        check_file_output(str(samples_path), data)
-        with exclusive(out):
-            prompts = _prompts_file(data, out, job.prompt.prompt_key, job.prompt.answer_key, job.source)
-            if len(data) > 1 and "dataset" not in groups:
-                groups.insert(0, "dataset")
-            # Several files were merged into prompt records with the standard field names.
-            prompt = job.prompt if len(data) == 1 else replace(job.prompt, prompt_key="prompt", answer_key="answer")
-            run_sample(SampleJob(model, str(prompts), str(samples_path), n=n, prompt=prompt, generation=job.generation,
-                                 compute=job.compute, seed=job.seed, overwrite=job.overwrite,
-                                 source=job.source if len(data) == 1 else DataOptions()))
-        records = _read_samples(str(samples_path))
-        provenance = eval_provenance(job, str(samples_path), ks)
+        ks, samples_path = sample_for_eval(job)
+        if not world.is_main:
+            return
+        if len(job.data) > 1 and "dataset" not in groups:
+            groups.insert(0, "dataset")
+        records = _read_samples([str(samples_path)])
+        provenance = eval_provenance(job, [str(samples_path)], ks)
 
     scorer = Scorer(specs)
     try:
@@ -107,22 +99,47 @@ def run_eval(job: EvalJob) -> None:
     write_json(out, report)
     console.print(report_table(report, ks))
     log(f"wrote {out}")
-    if model and is_complete(Path(model)):
-        add_to_model_card(Path(model), out, report)
+    if job.model and is_complete(Path(job.model)):
+        add_to_model_card(Path(job.model), out, report)
 
 
-def eval_provenance(job: EvalJob, samples: str, ks: list[int]) -> dict:
+def sample_for_eval(job: EvalJob) -> tuple[list[int], Path]:
+    """The ks, and JOB.n samples of each prompt of JOB.data drawn (resumed) into REPORT.samples.jsonl;
+    under torchrun each rank draws its share (`r1cli.recipes.sample`)."""
+    model, data, out, n = job.model, list(job.data), Path(job.out), job.n
+    if not model or not data:
+        raise UserError("r1 eval needs MODEL and DATA (or --samples FILE)")
+    ks = parse_ks(job.k, n)
+    if ks[-1] > n:
+        raise UserError(f"--k {job.k}: pass@{ks[-1]} and maj@{ks[-1]} need at least {ks[-1]} samples per prompt, but --n is {n}")
+    samples_path = out.with_name(out.stem + ".samples.jsonl")
+    check_file_output(str(out), data)
+    check_file_output(str(samples_path), data)
+    world = distributed.world()
+    with world.main_only(exclusive(out)):  # rank 0 holds the report's lock and writes the prompts file
+        prompts = distributed.on_main(world, _prompts_file, data, out, job.prompt.prompt_key, job.prompt.answer_key, job.source)
+        # Several files were merged into prompt records with the standard field names.
+        prompt = job.prompt if len(data) == 1 else replace(job.prompt, prompt_key="prompt", answer_key="answer")
+        run_sample(SampleJob(model, str(prompts), str(samples_path), n=n, prompt=prompt, generation=job.generation,
+                             compute=job.compute, seed=job.seed, overwrite=job.overwrite,
+                             source=job.source if len(data) == 1 else DataOptions()))
+    return ks, samples_path
+
+
+def eval_provenance(job: EvalJob, samples: list[str], ks: list[int]) -> dict:
     """What a report measured: the model (its path and content fingerprint), the data and the
-    samples (their sha256), how the samples were drawn (sampling settings, seed, template, engine),
-    and the r1 and library versions. The sampling record of the samples file (FILE.r1.json, which
-    `r1 sample` and `r1 eval` write) says how they were drawn; samples from elsewhere have none."""
-    sidecar = _sample_record(samples)
+    samples (their sha256; several files: a list), how the samples were drawn (sampling settings,
+    seed, template, engine), and the r1 and library versions. The sampling record of the samples
+    file (FILE.r1.json, which `r1 sample` and `r1 eval` write) says how they were drawn; samples
+    from elsewhere have none; of several files, what their records share."""
+    sidecar = _shared_sample_record(samples)
     made = sidecar.get("identity", {}).get("options", {})
     model = job.model or sidecar.get("model")
     block: dict = {"r1_version": __version__, "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv}
     block["model"] = _model_provenance(model, sidecar.get("identity", {}).get("models", {}).get("model")) if model else None
     block["data"] = [describe_input(path, job.source) for path in job.data] or None
-    block["samples"] = describe_input(samples, job.source if job.samples else None)
+    described = [describe_input(path, job.source if job.samples else None) for path in samples]
+    block["samples"] = described[0] if len(described) == 1 else described
     block.update({"n": job.n if job.model else None, "k": ks, "sampling": {key: made[key] for key in SAMPLING_KEYS if key in made} or None,
                   "seed": made.get("seed"), "template": made.get("template"), "system": made.get("system"), "dtype": made.get("dtype"),
                   "engines": sidecar.get("engines")})
@@ -133,6 +150,23 @@ def eval_provenance(job: EvalJob, samples: str, ks: list[int]) -> dict:
         block["template_used"] = resolve_template(job.prompt.template, load_tokenizer(job.model))
     block["libraries"] = library_versions()
     return block
+
+
+def _shared_sample_record(samples: list[str]) -> dict:
+    """The sampling record of SAMPLES: one file's own; of several (the shards of one run, say), the
+    model and each model and option their records all give alike, and the engines of any."""
+    records = [_sample_record(path) for path in samples]
+    if len(records) == 1:
+        return records[0]
+
+    def alike(get) -> dict:
+        first = get(records[0])
+        return {key: value for key, value in first.items() if all(key in get(other) and get(other)[key] == value for other in records[1:])}
+
+    engines = sorted({name for record in records for name in record.get("engines") or []})
+    return {**alike(lambda record: {k: v for k, v in record.items() if k == "model"}), "engines": engines or None,
+            "identity": {"models": alike(lambda record: record.get("identity", {}).get("models", {})),
+                         "options": alike(lambda record: record.get("identity", {}).get("options", {}))}}
 
 
 def _sample_record(samples: str) -> dict:
@@ -200,22 +234,32 @@ def _prompts_file(data: list[str], out: Path, prompt_key: str, answer_key: str, 
     return str(path)
 
 
-def _read_samples(path: str, source: DataOptions | None = None) -> list[Record]:
-    """Sample records from any generator: `completion` is required; `id` and `sample` derived
-    (a hash of the prompt; the order within a prompt) when absent."""
-    records = []
+def _read_samples(paths: list[str] | tuple[str, ...], source: DataOptions | None = None) -> list[Record]:
+    """Sample records from any generator, in PATHS one after the other (as if concatenated):
+    `completion` is required; `id` and `sample` derived (a hash of the prompt; the order within a
+    prompt) when absent. A sample (id and index) in two of the files is an error."""
+    records: list[Record] = []
     counters: dict[str, int] = defaultdict(int)
-    for record in read_records(path, source):
-        check_sample_fields(record, prompt_required=False)
-        if record.get("id") is None:
-            record["id"] = prompt_id(record.get("prompt", ""))
-        record["id"] = str(record["id"])
-        if record.get("sample") is None:
-            record["sample"] = counters[record["id"]]
-        counters[record["id"]] += 1
-        records.append(record)
-    if not records:
-        raise UserError(f"{path}: no records (the input is empty)")
+    first_at: dict[tuple[str, object], tuple[str, str]] = {}  # (id, sample) -> (its file, where it was read)
+    for path in paths:
+        read = 0
+        for record in read_records(path, source):
+            check_sample_fields(record, prompt_required=False)
+            if record.get("id") is None:
+                record["id"] = prompt_id(record.get("prompt", ""))
+            record["id"] = str(record["id"])
+            if record.get("sample") is None:
+                record["sample"] = counters[record["id"]]
+            counters[record["id"]] += 1
+            pair = (record["id"], record["sample"])
+            earlier = first_at.setdefault(pair, (path, record.where))
+            if earlier[0] != path:
+                raise UserError(f"{record.where}: sample {pair[1]} of prompt {pair[0]!r} is also in {earlier[1]}; "
+                                "give each sample once across --samples files")
+            records.append(record)
+            read += 1
+        if not read:
+            raise UserError(f"{path}: no records (the input is empty)")
     return records
 
 

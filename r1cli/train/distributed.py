@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -153,3 +154,75 @@ def full_state_dict(network) -> dict[str, torch.Tensor]:
 
 def is_sharded(network) -> bool:
     return hasattr(network, SCORING_METHOD)
+
+
+# ---------------------------------------------------------------- agreeing before a collective
+# A rank that raises stops; the others would wait at their next collective until torchrun ends
+# them. Where an error can depend on what a rank read or did, the ranks agree on it first, so
+# every rank raises the same one-line error (rank 0 says it; torchrun then ends the others).
+# These exchanges are where ranks wait for each other's work (the slowest rank's share of the
+# sampling, rank 0's filtering): they go through a gloo group of their own, whose timeout is
+# WAIT_TIMEOUT, not the default group's (NCCL's is 10 minutes).
+
+WAIT_TIMEOUT = timedelta(hours=24)
+_WAITING_GROUP: list = []
+
+
+def _waiting_group():
+    """The gloo group of the exchanges below, made at the first (every rank makes it there: each
+    exchange is a collective, called by every rank in the same order)."""
+    if not _WAITING_GROUP:
+        _WAITING_GROUP.append(dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT))
+    return _WAITING_GROUP[0]
+
+
+def every_rank(world_: World, value: object) -> list:
+    """Every rank's VALUE (a picklable object), in rank order (one process: [VALUE])."""
+    if not world_.distributed:
+        return [value]
+    values: list = [None] * world_.world_size
+    dist.all_gather_object(values, value, group=_waiting_group())
+    return values
+
+
+def checked_everywhere(world_: World, function, *args, **kwargs):
+    """FUNCTION(*ARGS) on every rank, its result. If it raised a UserError on any rank, every rank
+    raises the lowest such rank's (a collective, so none is left waiting for a rank that stopped)."""
+    if not world_.distributed:
+        return function(*args, **kwargs)
+    try:
+        result, failure = function(*args, **kwargs), None
+    except UserError as error:
+        result, failure = None, str(error)
+    failures = [message for message in every_rank(world_, failure) if message is not None]
+    if failures:
+        raise UserError(failures[0])
+    return result
+
+
+def on_main(world_: World, function, *args, **kwargs):
+    """FUNCTION(*ARGS) on rank 0 alone (what writes a shared file), its result on every rank; the
+    others wait for it, and its UserError is raised on every rank."""
+    if not world_.distributed:
+        return function(*args, **kwargs)
+    outcome: tuple = ("done", None)
+    if world_.is_main:
+        try:
+            outcome = ("done", function(*args, **kwargs))
+        except UserError as error:
+            outcome = ("error", str(error))
+        except BaseException:
+            _from_main(("failed", None))  # the others stop too; rank 0's own error says why
+            raise
+    kind, value = _from_main(outcome)
+    if kind == "error":
+        raise UserError(value)
+    if kind == "failed":
+        raise UserError("stopped: rank 0 failed")
+    return value
+
+
+def _from_main(value: object) -> object:
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=_waiting_group())
+    return box[0]
