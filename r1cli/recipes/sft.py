@@ -50,7 +50,7 @@ from r1cli.train.logprobs import (
     score_tokens,
     scores_from_logits,
 )
-from r1cli.train.metrics_log import MetricsLog, NoMetricsLog
+from r1cli.train.metrics_log import MetricsLog, NoMetricsLog, peak_memory
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import already_finished, fixed_length, resume, training_identity
 from r1cli.train.teacher import Teacher
@@ -157,7 +157,8 @@ def run_sft(config: SFTConfig, *, command: str = "sft", teacher: Teacher | None 
                 done = step + 1
                 line = {"step": done, "epoch": round(done / state.plan.steps_per_epoch, 4), "loss": stats.loss,
                         **({"kd_kl": stats.kd_kl} if teacher else {}), "lr": lr, "grad_norm": stats.grad_norm,
-                        "tokens_per_s": round(stats.tokens / (time.time() - began), 1), "truncated_examples": state.truncated}
+                        "tokens_per_s": round(stats.tokens / (time.time() - began), 1), "truncated_examples": state.truncated,
+                        "seconds": round(time.time() - began, 3), **peak_memory(state.device)}
                 # A checkpoint every --save-every steps (with the eval loss), its metrics line first:
                 # a run resumed from it must not lack this step's line.
                 saving = config.run.save_every and done % config.run.save_every == 0 and done < state.total_steps

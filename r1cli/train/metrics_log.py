@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from r1cli.data.records import dumps
 from r1cli.train.tracking import open_tracker
 
@@ -53,3 +55,16 @@ class NoMetricsLog:
 
     def close(self) -> None:
         pass
+
+
+def peak_memory(device: torch.device) -> dict:
+    """{"peak_memory_gib": the most memory this step's tensors held on the GPU} on CUDA, the
+    highest of any process under torchrun (every rank calls it at the same point); {} elsewhere.
+    The peak is reset, so each line reports its own step."""
+    if device.type != "cuda":
+        return {}
+    peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+    torch.cuda.reset_peak_memory_stats(device)
+    return {"peak_memory_gib": round(peak.item() / 2**30, 2)}
