@@ -158,17 +158,17 @@ def run_grpo(config: GRPOConfig) -> None:
                 batch = collect_groups(run.engine, run.scorer, run.prompts, run.setup.stream, run.sampling,
                                        prompts_per_step=config.prompts_per_step, num_generations=config.num_generations,
                                        skip_uniform_groups=config.skip_uniform_groups, world=world)
-                rollouts = gather_step(batch, world)
+                sampled = gather_step(batch, world)
                 # 2. Group-relative advantages, and one policy update per minibatch.
                 trained = time.time()
-                advantages_B = rollouts.advantages(config.num_generations, config.scale_rewards)
-                stats = update_policy(policy, rollouts.rollouts, advantages_B, config.update_settings(step, run.budget))
+                advantages_B = sampled.advantages(config.num_generations, config.scale_rewards)
+                stats = update_policy(policy, sampled.rollouts, advantages_B, config.update_settings(step, run.budget))
                 refresh_seconds = refresh(run.engine, policy, config, step)
                 train_seconds = time.time() - trained
                 # 3. The metrics line, a few logged samples (rank 0's), and every --save-every steps a
                 #    checkpoint (the line first: a run resumed from the checkpoint must not lack it).
                 done = step + 1
-                line = {"step": done, **step_metrics(rollouts, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
+                line = {"step": done, **step_metrics(sampled, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
                         "seconds": round(time.time() - began, 2)}
                 if world.is_main and config.log_samples_every and done % config.log_samples_every == 0:
                     log_samples(out / "samples.jsonl", done, batch)
@@ -360,7 +360,8 @@ def step_metrics(step: StepRollouts, stats: UpdateStats, specs: list[RewardSpec]
 
 
 def log_samples(path: Path, step: int, batch: RolloutBatch) -> None:
-    """Two completions of each of the first two groups, with their rewards, to OUT/samples.jsonl."""
+    """Two completions of each of the first two groups of BATCH (under torchrun rank 0's), with their
+    rewards, to OUT/samples.jsonl."""
     with open(path, "a", encoding="utf-8") as handle:
         for group in batch.groups[:2]:
             for rollout in group.rollouts[:2]:

@@ -64,14 +64,6 @@ class RolloutBatch:
     def rollouts(self) -> list[Rollout]:
         return [rollout for group in self.groups for rollout in group.rollouts]
 
-    def advantages(self, group_size: int, scale: str) -> torch.Tensor:
-        """Group-relative advantages, [B]; a completion no reward applies to gets 0 and stays
-        out of its group's mean and std."""
-        rollouts = self.rollouts
-        valid_B = torch.tensor([r.reward is not None for r in rollouts])
-        rewards_B = torch.tensor([0.0 if r.reward is None else r.reward for r in rollouts])
-        return group_advantages(rewards_B, group_size, scale, valid_B)
-
 
 @dataclass
 class PromptSet:
@@ -153,10 +145,18 @@ class RolloutNumbers:
 
 
 @dataclass
-class RankRollouts:
-    """What one rank sampled in a step: each group's draw position and numbers, and its costs."""
+class GroupNumbers:
+    """A group's place in the step (its prompt draw's in the run) and its members' numbers."""
 
-    groups: list[tuple[int, list[RolloutNumbers]]]
+    position: int
+    members: list[RolloutNumbers]
+
+
+@dataclass
+class RankRollouts:
+    """What one rank sampled in a step: its groups' numbers, and what it skipped and spent."""
+
+    groups: list[GroupNumbers]
     uniform_groups: int
     generate_seconds: float
     score_seconds: float
@@ -175,7 +175,8 @@ class StepRollouts:
     score_seconds: float
 
     def advantages(self, group_size: int, scale: str) -> torch.Tensor:
-        """Group-relative advantages of every rank's rollouts, [B] (see RolloutBatch.advantages)."""
+        """Group-relative advantages of every rank's rollouts, [B]; a completion no reward applies
+        to gets 0 and stays out of its group's mean and std."""
         valid_B = torch.tensor([n.reward is not None for n in self.numbers])
         rewards_B = torch.tensor([0.0 if n.reward is None else n.reward for n in self.numbers])
         return group_advantages(rewards_B, group_size, scale, valid_B)
@@ -184,14 +185,13 @@ class StepRollouts:
 def gather_step(batch: RolloutBatch, world: World) -> StepRollouts:
     """BATCH (this rank's groups) with every rank's numbers, each group at its draw's place: the
     step as one process would hold it (a collective under torchrun)."""
-    mine = RankRollouts([(group.position, [RolloutNumbers.of(r) for r in group.rollouts]) for group in batch.groups],
+    mine = RankRollouts([GroupNumbers(group.position, [RolloutNumbers.of(r) for r in group.rollouts]) for group in batch.groups],
                         batch.uniform_groups, batch.generate_seconds, batch.score_seconds)
     shares = world.gather(mine)
-    placed = sorted(((position, rank, numbers) for rank, share in enumerate(shares) for position, numbers in share.groups),
-                    key=lambda entry: entry[0])
-    own = {group.position: group for group in batch.groups}
-    rollouts = [rollout for position, rank, numbers in placed
-                for rollout in (own[position].rollouts if rank == world.rank else [None] * len(numbers))]
-    return StepRollouts(rollouts, [n for _, _, numbers in placed for n in numbers], len(placed),
+    placed = sorted(((rank, group) for rank, share in enumerate(shares) for group in share.groups), key=lambda entry: entry[1].position)
+    own = {group.position: group.rollouts for group in batch.groups}
+    rollouts = [rollout for rank, group in placed
+                for rollout in (own[group.position] if rank == world.rank else [None] * len(group.members))]
+    return StepRollouts(rollouts, [n for _, group in placed for n in group.members], len(placed),
                         sum(share.uniform_groups for share in shares), max(share.generate_seconds for share in shares),
                         max(share.score_seconds for share in shares))
