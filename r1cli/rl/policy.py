@@ -322,5 +322,5 @@ def padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 
 
 def split(items: list[int], parts: int) -> list[list[int]]:
-    size = -(-len(items) // parts)
+    size = max(1, -(-len(items) // parts))  # no items (a rank holding none of a minibatch): no parts
     return [items[i : i + size] for i in range(0, len(items), size)]
