@@ -28,10 +28,8 @@ def shared_records(name: str, split: str = "test") -> list[dict]:
     return [json.loads(line) for line in shared_path(name, split).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@pytest.fixture
-def tiny_config(tmp_path: Path) -> Path:
-    """A two-layer Qwen2 config JSON naming the toy tokenizer: `r1 sft` initialises it randomly."""
-    path = tmp_path / "tiny.json"
+def write_tiny_config(path: Path) -> Path:
+    """A two-layer Qwen2 config JSON naming the toy tokenizer, at PATH."""
     path.write_text(
         json.dumps(
             {
@@ -50,17 +48,28 @@ def tiny_config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path: Path, tiny_config: Path) -> Path:
-    """A randomly initialised tiny checkpoint directory, as `r1 sft` would write one."""
+def write_tiny_checkpoint(directory: Path, config: Path) -> Path:
+    """CONFIG's model, randomly initialised (seed 0), as a checkpoint DIRECTORY as `r1 sft` would write one."""
     import torch
 
     from r1cli.modeling import load_model
     from r1cli.train.checkpoint import write_loadable
 
-    model, tokenizer = load_model(str(tiny_config), seed=0)
-    write_loadable(tmp_path / "tiny-ckpt", model, tokenizer, torch.float32)
-    return tmp_path / "tiny-ckpt"
+    model, tokenizer = load_model(str(config), seed=0)
+    write_loadable(directory, model, tokenizer, torch.float32)
+    return directory
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A two-layer Qwen2 config JSON naming the toy tokenizer: `r1 sft` initialises it randomly."""
+    return write_tiny_config(tmp_path / "tiny.json")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, tiny_config: Path) -> Path:
+    """A randomly initialised tiny checkpoint directory, as `r1 sft` would write one."""
+    return write_tiny_checkpoint(tmp_path / "tiny-ckpt", tiny_config)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

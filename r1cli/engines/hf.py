@@ -11,6 +11,7 @@ import torch
 from r1cli.engines.base import Completion, EngineSettings, SamplingOptions, engine
 from r1cli.engines.sampling import request_seeds, sample_tokens
 from r1cli.engines.text import completion_text, ends_in_stop, eos_ids
+from r1cli.train.distributed import copy_whole_weights, is_sharded
 
 
 def cache_argument(model) -> str:
@@ -117,12 +118,27 @@ class HFEngine:
 
     @classmethod
     def for_policy(cls, network, tokenizer, model: str, settings: EngineSettings):
-        """Generates with the training model itself: nothing to copy after an update."""
-        return cls(network, tokenizer, batch_size=settings.batch_size)
+        """Generates with the training model itself: nothing to copy after an update. A model
+        sharded over processes (torchrun) gets a whole copy instead, loaded from MODEL and then
+        given the policy's weights: a sharded forward is a collective, and each rank generates
+        completions of lengths of its own."""
+        if not is_sharded(network):
+            return cls(network, tokenizer, batch_size=settings.batch_size)
+        from r1cli.modeling import load_model
+
+        source = next(network.parameters())  # the fp32 masters, as one process generates with them
+        copy = load_model(model, dtype=source.dtype)[0].to(source.device).requires_grad_(False)
+        engine = cls(copy, tokenizer, batch_size=settings.batch_size)
+        engine.refresh_weights(network)
+        return engine
 
     def refresh_weights(self, model) -> None:
-        """Nothing to copy: this engine generates with the training model itself."""
-        self.model = model
+        """Nothing to copy: this engine generates with the training model itself (a sharded one's
+        weights are gathered into the engine's whole copy, every rank alike)."""
+        if is_sharded(model):
+            copy_whole_weights(model, self.model)
+        else:
+            self.model = model
 
     def close(self) -> None:
         pass

@@ -38,11 +38,12 @@ from r1cli.rewards.registry import RewardSpec, Scorer, parse_rewards, reward_opt
 from r1cli.rewards.sandbox import require_isolation
 from r1cli.rl.loss import LOSS_TYPES, SCALINGS
 from r1cli.rl.policy import Policy, UpdateSettings, UpdateStats, update_policy
-from r1cli.rl.rollouts import PromptSet, PromptStream, RolloutBatch, collect_groups
+from r1cli.rl.rollouts import PromptSet, PromptStream, RolloutBatch, StepRollouts, collect_groups, gather_step
 from r1cli.seeding import derive_seed, seed_everything
 from r1cli.train import checkpoint as ckpt
+from r1cli.train import distributed
 from r1cli.train.batching import token_budget
-from r1cli.train.metrics_log import MetricsLog
+from r1cli.train.metrics_log import MetricsLog, NoMetricsLog
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import Length, already_finished, fixed_length, resume, training_identity
 from r1cli.train.tracking import check_report_to
@@ -128,7 +129,8 @@ class GRPOConfig:
 
 
 def run_grpo(config: GRPOConfig) -> None:
-    """Train CONFIG's policy with GRPO into its run directory, resuming where a run stopped."""
+    """Train CONFIG's policy with GRPO into its run directory, resuming where a run stopped. Under
+    torchrun each rank samples its share of every step's prompts and trains the sharded policy on it."""
     config.check()
     out = Path(config.out)
     specs = parse_rewards(list(config.reward), reward_options(config.rewards, config.rollout.max_new_tokens))
@@ -137,56 +139,84 @@ def run_grpo(config: GRPOConfig) -> None:
     options = config.options()
     identity = training_identity(options, models={"model": config.model}, inputs={"prompts": config.prompts},
                                  may_change=RESUME_MAY_CHANGE + (("steps",) if config.extendable() else ()), source=config.source)
-    with runs.exclusive(out):
-        if already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts], length=config.length()):
+    world = distributed.world()
+    with world.main_only(runs.exclusive(out)):  # rank 0 holds the lock and writes; the others wait for it
+        finished = world.is_main and already_finished(out, identity, overwrite=config.run.overwrite, inputs=[config.model, config.prompts],
+                                                      length=config.length())
+        if world.agree(finished):
             return
         started = time.time()
-        records = load_prompts(config)
-        setup = prepare(config, out, identity, len(records))
-        policy = setup.policy
-        prompts = tokenize_prompts(records, setup.tokenizer, config)
-        engine = make_rollout_engine(config, policy, setup.tokenizer)
-        # After the engine has taken its memory: what is left bounds the training micro-batches.
-        budget = token_budget(config.optim.max_tokens_per_batch, policy.network, policy.device, policy.dtype, config.optim.gradient_checkpointing)
-        scorer = Scorer(specs)
-        writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
-                                ckpt.describe_inputs([config.prompts], config.source), policy.dtype,
-                                think_format_reason(template=config.prompt.template, rewards=config.reward))
-        sampling = config.sampling()
-        log_plan(config, len(prompts.records), specs, policy, budget)
-        metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step, report_to=config.run.report_to, options=options)
+        run = start_run(config, out, identity, specs, options)
+        policy = run.setup.policy
         line: dict = {}
         with progress_bar() as bar:
-            task = bar.add_task("grpo", total=config.steps, completed=setup.start_step, status="")
-            for step in range(setup.start_step, config.steps):
+            task = bar.add_task("grpo", total=config.steps, completed=run.setup.start_step, status="")
+            for step in range(run.setup.start_step, config.steps):
                 began = time.time()
-                # 1. Sample P groups of G completions and score them.
-                batch = collect_groups(engine, scorer, prompts, setup.stream, sampling, prompts_per_step=config.prompts_per_step,
-                                       num_generations=config.num_generations, skip_uniform_groups=config.skip_uniform_groups)
+                # 1. Sample P groups of G completions and score them (under torchrun each rank its share
+                #    of the step's prompts), then every rank's rewards and lengths in one process's order.
+                batch = collect_groups(run.engine, run.scorer, run.prompts, run.setup.stream, run.sampling,
+                                       prompts_per_step=config.prompts_per_step, num_generations=config.num_generations,
+                                       skip_uniform_groups=config.skip_uniform_groups, world=world)
+                sampled = gather_step(batch, world)
                 # 2. Group-relative advantages, and one policy update per minibatch.
                 trained = time.time()
-                advantages_B = batch.advantages(config.num_generations, config.scale_rewards)
-                stats = update_policy(policy, batch.rollouts, advantages_B, config.update_settings(step, budget))
-                refresh_seconds = refresh(engine, policy, config, step)
+                advantages_B = sampled.advantages(config.num_generations, config.scale_rewards)
+                stats = update_policy(policy, sampled.rollouts, advantages_B, config.update_settings(step, run.budget))
+                refresh_seconds = refresh(run.engine, policy, config, step)
                 train_seconds = time.time() - trained
-                # 3. The metrics line, a few logged samples, and every --save-every steps a checkpoint
-                #    (the line first: a run resumed from the checkpoint must not lack it).
+                # 3. The metrics line, a few logged samples (rank 0's), and every --save-every steps a
+                #    checkpoint (the line first: a run resumed from the checkpoint must not lack it).
                 done = step + 1
-                line = {"step": done, **step_metrics(batch, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
+                line = {"step": done, **step_metrics(sampled, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
                         "seconds": round(time.time() - began, 2)}
-                if config.log_samples_every and done % config.log_samples_every == 0:
+                if world.is_main and config.log_samples_every and done % config.log_samples_every == 0:
                     log_samples(out / "samples.jsonl", done, batch)
-                metrics_log.write(line)
+                run.metrics_log.write(line)
                 if saves_at(config, done):
                     extra = {REFERENCE_STATE: reference_weights(policy.reference)} if config.ref_update_every else None
-                    writer.save(done, policy.network, setup.tokenizer, policy.optimizer, policy.scheduler, line, keep=config.run.keep_checkpoints,
-                                progress={"prompts_consumed": setup.stream.consumed}, extra_state=extra)
+                    run.writer.save(done, policy.network, run.setup.tokenizer, policy.optimizer, policy.scheduler, line,
+                                    keep=config.run.keep_checkpoints, progress={"prompts_consumed": run.setup.stream.consumed}, extra_state=extra)
                 bar.update(task, completed=done, status=format_status(line, STATUS_KEYS))
-        for resource in (metrics_log, scorer, engine):
+        for resource in (run.metrics_log, run.scorer, run.engine):
             resource.close()
         final = {**line, "wall_seconds": round(time.time() - started, 1)}
-        writer.finish(config.steps, policy.network, setup.tokenizer, final, merge=config.lora.merge)
+        run.writer.finish(config.steps, policy.network, run.setup.tokenizer, final, merge=config.lora.merge)
         log(f"wrote {out} (step {config.steps}: {format_status(final, ('reward', 'accuracy', 'format', 'wall_seconds'))})")
+
+
+@dataclass
+class GRPORun:
+    """What the loop works with, built once by `start_run`."""
+
+    setup: GRPOSetup
+    prompts: PromptSet
+    engine: object
+    budget: int  # padded tokens per training micro-batch at most
+    scorer: Scorer
+    sampling: SamplingOptions
+    writer: ckpt.RunWriter
+    metrics_log: MetricsLog | NoMetricsLog
+
+
+def start_run(config: GRPOConfig, out: Path, identity, specs: list[RewardSpec], options: dict) -> GRPORun:
+    """The prompts, the policy (restored where a run stopped), its rollout engine and micro-batch
+    budget, the scorer, and the run's writer and metrics log (rank 0 alone writes either)."""
+    world = distributed.world()
+    records = load_prompts(config)
+    setup = prepare(config, out, identity, len(records))
+    policy = setup.policy
+    prompts = tokenize_prompts(records, setup.tokenizer, config)
+    engine = make_rollout_engine(config, policy, setup.tokenizer)
+    # After the engine has taken its memory: what is left bounds the training micro-batches.
+    budget = token_budget(config.optim.max_tokens_per_batch, policy.network, policy.device, policy.dtype, config.optim.gradient_checkpointing)
+    writer = ckpt.RunWriter(out, "grpo", options, identity.to_json(), ckpt.describe_parent(config.model),
+                            ckpt.describe_inputs([config.prompts], config.source), policy.dtype,
+                            think_format_reason(template=config.prompt.template, rewards=config.reward), world)
+    log_plan(config, len(prompts.records), specs, policy, budget)
+    metrics_log = (MetricsLog(out / "metrics.jsonl", resume_step=setup.start_step, report_to=config.run.report_to, options=options)
+                   if world.is_main else NoMetricsLog())
+    return GRPORun(setup, prompts, engine, budget, Scorer(specs), config.sampling(), writer, metrics_log)
 
 
 def log_plan(config: GRPOConfig, n_prompts: int, specs, policy: Policy, budget: int) -> None:
@@ -236,7 +266,10 @@ class GRPOSetup:
 def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetup:
     """The policy (fp32 masters, LoRA-wrapped, checkpointed), its reference, optimizer and schedule,
     and the prompt stream, restored from the newest checkpoint of OUT when there is one."""
-    device = resolve_device(config.compute.device)
+    world = distributed.world()
+    if world.distributed and (config.lora.lora_r or config.rollout.engine == "vllm"):
+        raise UserError(f"{'--lora-r' if config.lora.lora_r else '--engine vllm'} under torchrun: not supported yet (run it as one process)")
+    device = distributed.device_for(world, resolve_device(config.compute.device))
     dtype = resolve_dtype(config.compute.dtype, device)
     seed_everything(config.run.seed)
     network, tokenizer = load_model(config.model, dtype=dtype if config.lora.lora_r else torch.float32)
@@ -244,6 +277,9 @@ def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetu
     reference = None
     if config.beta > 0 and not config.lora.lora_r:
         reference = load_model(config.model, dtype=dtype)[0].to(device).eval().requires_grad_(False)
+    if world.distributed:  # the reference is sharded alike: refreshing it from the policy copies shard to shard
+        network = distributed.shard_model(network, dtype)
+        reference = distributed.shard_model(reference, dtype) if reference is not None else None
     updates = config.steps * config.iterations * config.minibatches
     optimizer = make_optimizer(network, config.optim.lr, config.optim.weight_decay, config.optim.adam_betas, config.optim.adam_epsilon)
     scheduler = make_scheduler(optimizer, schedule=config.optim.schedule, warmup=warmup_steps(config.optim.warmup, updates),
@@ -259,8 +295,9 @@ def prepare(config: GRPOConfig, out: Path, identity, n_prompts: int) -> GRPOSetu
         if reference is not None and saved_reference.exists():
             from safetensors.torch import load_file
 
-            reference.load_state_dict(load_file(saved_reference), strict=False)
-    return GRPOSetup(Policy(network, reference, optimizer, scheduler, device, dtype, tokenizer.pad_token_id), tokenizer, start_step, stream)
+            distributed.load_whole_state(reference, load_file(saved_reference))
+    return GRPOSetup(Policy(network, reference, optimizer, scheduler, device, dtype, tokenizer.pad_token_id, world), tokenizer, start_step,
+                     stream)
 
 
 def make_rollout_engine(config: GRPOConfig, policy: Policy, tokenizer):
@@ -280,15 +317,20 @@ def tokenize_prompts(records: list, tokenizer, config: GRPOConfig) -> PromptSet:
 
 
 def reference_weights(reference) -> dict:
-    """A refreshed reference cannot be rebuilt from MODEL: its weights (tied ones once) go with the checkpoint."""
-    return {name: parameter.detach().contiguous() for name, parameter in reference.named_parameters()}
+    """A refreshed reference cannot be rebuilt from MODEL: its weights (tied ones once) go with the
+    checkpoint. A sharded one's are gathered whole (a collective), for rank 0 to write."""
+    if not distributed.is_sharded(reference):
+        return {name: parameter.detach().contiguous() for name, parameter in reference.named_parameters()}
+    whole = distributed.full_state_dict(reference)  # rank 0's; empty elsewhere
+    return {name: whole[name].contiguous() for name, _ in reference.named_parameters() if name in whole}
 
 
-def step_metrics(batch: RolloutBatch, stats: UpdateStats, specs: list[RewardSpec], train_seconds: float) -> dict:
-    rollouts = batch.rollouts
+def step_metrics(step: StepRollouts, stats: UpdateStats, specs: list[RewardSpec], train_seconds: float) -> dict:
+    """The step's metrics over every rank's rollouts (STEP holds their numbers in one process's order)."""
+    rollouts = step.numbers
     rewards = [r.reward for r in rollouts if r.reward is not None]
     rewards_B = torch.tensor(rewards)
-    lengths = [len(r.completion_ids) for r in rollouts]
+    lengths = [r.completion_length for r in rollouts]
     metrics = {
         "reward": rewards_B.mean().item() if rewards else None,
         "reward_std": rewards_B.std().item() if len(rewards) > 1 else 0.0,
@@ -305,20 +347,21 @@ def step_metrics(batch: RolloutBatch, stats: UpdateStats, specs: list[RewardSpec
         "completion_length": sum(lengths) / len(lengths),
         "completion_length_max": max(lengths),
         "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
-        "uniform_groups": batch.uniform_groups / (len(batch.groups) + batch.uniform_groups),
+        "uniform_groups": step.uniform_groups / (step.groups + step.uniform_groups),
         "completions": len(rollouts),
         **stats.as_metrics(),
-        "generate_seconds": round(batch.generate_seconds, 2),
-        "score_seconds": round(batch.score_seconds, 2),
+        "generate_seconds": round(step.generate_seconds, 2),
+        "score_seconds": round(step.score_seconds, 2),
         "train_seconds": round(train_seconds, 2),
-        "generate_tokens_per_s": round(sum(lengths) / max(batch.generate_seconds, 1e-9), 1),
-        "train_tokens_per_s": round(sum(len(r.prompt_ids) + len(r.completion_ids) for r in rollouts) / max(train_seconds, 1e-9), 1),
+        "generate_tokens_per_s": round(sum(lengths) / max(step.generate_seconds, 1e-9), 1),
+        "train_tokens_per_s": round(sum(r.prompt_length + r.completion_length for r in rollouts) / max(train_seconds, 1e-9), 1),
     })
     return metrics
 
 
 def log_samples(path: Path, step: int, batch: RolloutBatch) -> None:
-    """Two completions of each of the first two groups, with their rewards, to OUT/samples.jsonl."""
+    """Two completions of each of the first two groups of BATCH (under torchrun rank 0's), with their
+    rewards, to OUT/samples.jsonl."""
     with open(path, "a", encoding="utf-8") as handle:
         for group in batch.groups[:2]:
             for rollout in group.rollouts[:2]:

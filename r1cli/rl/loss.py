@@ -101,21 +101,32 @@ class Normaliser:
         grpo and dr_grpo ignore `step_tokens` and `minibatches`: their divisors count
         completions, per update.
         """
+        return cls.from_counts(loss_type, sum(mask.shape[0] for mask in completion_masks),
+                               int(sum(mask.sum().item() for mask in completion_masks)), max_completion_length,
+                               step_tokens=step_tokens, minibatches=minibatches)
+
+    @classmethod
+    def from_counts(
+        cls,
+        loss_type: str,
+        completions: int,
+        tokens: int,
+        max_completion_length: int,
+        step_tokens: int | None = None,
+        minibatches: int = 1,
+    ) -> Normaliser:
+        """`for_step` from the update's counts: its COMPLETIONS and unmasked completion TOKENS (under
+        torchrun every rank's, summed, so that each rank's share of the loss has the whole update's divisor)."""
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}")
         if minibatches < 1:
             raise ValueError("minibatches must be at least 1")
-        tokens: float = max(1, int(sum(mask.sum().item() for mask in completion_masks)))
+        divisor: float = max(1, tokens)
         if loss_type == "dapo" and step_tokens is not None:
-            tokens = max(1, step_tokens) / minibatches
+            divisor = max(1, step_tokens) / minibatches
         elif loss_type == "dapo" and minibatches > 1:
             raise ValueError("dapo over several minibatches needs step_tokens: each update is divided by the step's tokens / M")
-        return cls(
-            loss_type,
-            completions=sum(mask.shape[0] for mask in completion_masks),
-            tokens=tokens,
-            max_completion_length=max_completion_length,
-        )
+        return cls(loss_type, completions=completions, tokens=divisor, max_completion_length=max_completion_length)
 
 
 def per_token_objective(

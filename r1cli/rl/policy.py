@@ -7,6 +7,12 @@ tokens are scored from the final hidden states in chunks (`r1cli.train.logprobs`
 [batch, length, vocabulary] logits exist. The loss normalisers are the update's, so neither
 changes the result. Metrics stay on the device until one read per optimizer update.
 
+Under torchrun the rollouts handed in are the step's over every rank, in one process's order,
+None where another rank holds one: the minibatches are one process's, each rank passes its own
+rollouts of them, the normalisers count every rank's (one all-reduce per update) and the
+gradients are summed once, after an update's last pass. A rank with fewer micro-batches than
+another runs zero-weight passes, so that every rank's FSDP collectives pair up.
+
 Shapes: B rollouts in a micro-batch, T completion tokens (right-padded after left-padded prompts,
 so every row's completion starts at the same position).
 """
@@ -20,6 +26,7 @@ import torch
 
 from r1cli.rl.loss import Normaliser, aggregate, per_token_objective
 from r1cli.rl.rollouts import Rollout
+from r1cli.train import distributed
 from r1cli.train.batching import within_budget
 from r1cli.train.logprobs import score_tokens
 
@@ -35,6 +42,7 @@ class Policy:
     device: torch.device
     dtype: torch.dtype  # compute dtype (autocast); the trained weights stay fp32
     pad_id: int
+    world: distributed.World = distributed.World()  # the processes the network (and reference) are sharded over
 
     @property
     def is_adapter(self) -> bool:
@@ -90,30 +98,40 @@ class UpdateStats:
         return {name: value for name, value in vars(self).items() if value is not None}
 
 
-def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.Tensor, settings: UpdateSettings) -> UpdateStats:
+def update_policy(policy: Policy, rollouts: list[Rollout | None], advantages_B: torch.Tensor, settings: UpdateSettings) -> UpdateStats:
     """μ passes over ROLLOUTS in M minibatches, one optimizer update each. Normalisers are taken
     over the whole update, so --grad-accum and the token budget change nothing; dapo with M
-    minibatches divides each update by the step's tokens / M, so updates have equal scale (TRL's convention)."""
+    minibatches divides each update by the step's tokens / M, so updates have equal scale (TRL's convention).
+    Under torchrun ROLLOUTS (and ADVANTAGES_B) are every rank's, another rank's rollouts None."""
     policy.network.train()
     order_rng = random.Random(settings.order_seed)
     on_policy = settings.iterations == 1 and settings.minibatches == 1
-    totals = Totals(policy.device)
+    totals = Totals(policy.device, policy.world)
     old_logprobs = None if on_policy else old_policy_logprobs(policy, rollouts, settings, totals)
     trainable = [p for p in policy.network.parameters() if p.requires_grad]
-    step_tokens = sum(len(r.completion_ids) for r in rollouts if not (settings.mask_truncated and r.truncated))
+    step_tokens = UpdateCounts.summed(policy, 0, sum(len(r.completion_ids) for r in rollouts
+                                                     if r is not None and not (settings.mask_truncated and r.truncated)), 0).tokens
     for _ in range(settings.iterations):
         order = list(range(len(rollouts)))
         if not on_policy:
             order_rng.shuffle(order)
         for minibatch in split(order, settings.minibatches):
-            # One optimizer update: micro-batches within the token budget, the update's normaliser.
-            micro_batches = token_budget_batches(minibatch, rollouts, settings.grad_accum, settings.max_tokens_per_batch)
+            # One optimizer update: this rank's rollouts of it in micro-batches within the token
+            # budget, the update's normaliser over every rank's.
+            mine = [i for i in minibatch if rollouts[i] is not None]
+            micro_batches = token_budget_batches(mine, rollouts, settings.grad_accum, settings.max_tokens_per_batch)
             batches = [collate_rollouts([rollouts[i] for i in micro], policy.pad_id, policy.device, settings.mask_truncated)
                        for micro in micro_batches]
-            normaliser = Normaliser.for_step(settings.loss, [b.completion_mask_BT for b in batches], settings.max_new_tokens,
-                                             step_tokens=step_tokens, minibatches=settings.minibatches)
+            counts = UpdateCounts.summed(policy, sum(map(len, micro_batches)), sum(b.completion_mask_BT.sum() for b in batches), len(batches))
+            normaliser = Normaliser.from_counts(settings.loss, counts.completions, counts.tokens, settings.max_new_tokens,
+                                                step_tokens=step_tokens, minibatches=settings.minibatches)
             update_loss = torch.zeros((), device=policy.device)
-            for micro, batch in zip(micro_batches, batches):
+            for index in range(counts.passes):
+                distributed.gradient_sync(policy.network, index == counts.passes - 1)  # one reduction an update, after its last pass
+                if index >= len(batches):
+                    padding_pass(policy, settings, update=True)
+                    continue
+                micro, batch = micro_batches[index], batches[index]
                 with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
                     logprobs_BT, entropy_BT = completion_logprobs(policy.network, batch, settings.temperature, with_entropy=True)
                     ref_logprobs_BT = reference_logprobs(policy, batch, settings.temperature) if settings.beta > 0 else None
@@ -130,8 +148,43 @@ def update_policy(policy: Policy, rollouts: list[Rollout], advantages_B: torch.T
             policy.optimizer.step()
             policy.scheduler.step()
             policy.optimizer.zero_grad(set_to_none=True)
-            totals.end_update(update_loss, grad_norm)
+            totals.end_update(update_loss, distributed.full_value(grad_norm))
+    if policy.reference is not None:
+        distributed.reshard_root(policy.reference)  # its forwards have no backward
     return totals.stats(with_kl=settings.beta > 0)
+
+
+@dataclass(frozen=True)
+class UpdateCounts:
+    """Counts over every rank: an update's completions and loss-carrying tokens, and the most
+    micro-batch passes any rank runs (the others pad to it with zero-weight passes)."""
+
+    completions: int
+    tokens: int
+    passes: int
+
+    @classmethod
+    def summed(cls, policy: Policy, completions: int, tokens: int | torch.Tensor, passes: int) -> UpdateCounts:
+        """This rank's counts summed over the ranks in one all-reduce (one process: as they are);
+        each rank's pass count goes in a slot of its own, so that the sum holds every rank's."""
+        world = policy.world
+        counts = torch.zeros(2 + world.world_size, dtype=torch.float64, device=policy.device)
+        counts[0], counts[1], counts[2 + world.rank] = completions, tokens, passes
+        values = world.sum(counts).tolist()
+        return cls(int(values[0]), int(values[1]), int(max(values[2:])))
+
+
+def padding_pass(policy: Policy, settings: UpdateSettings, update: bool) -> None:
+    """A zero-weight pass over a one-token filler, what a rank runs while another runs a real
+    micro-batch: the policy's forward, and in an UPDATE the reference's forward and a backward."""
+    filler = Rollout([policy.pad_id], [policy.pad_id], None, False, {}, {})
+    batch = collate_rollouts([filler], policy.pad_id, policy.device, mask_truncated=False)
+    with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
+        logprobs_BT = completion_logprobs(policy.network, batch, settings.temperature)
+        if update and settings.beta > 0:
+            reference_logprobs(policy, batch, settings.temperature)
+    if update:
+        (logprobs_BT.sum() * 0.0).backward()
 
 
 class Totals:
@@ -139,7 +192,8 @@ class Totals:
 
     TOKEN_SUMS = ("entropy", "clipped_low", "clipped_high", "kl")
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, world: distributed.World = distributed.World()):
+        self.world = world  # the sums are each rank's own until `end_update` and `stats` add them up
         zeros = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
         self.sums = {name: zeros() for name in (*self.TOKEN_SUMS, "tokens", "gap", "gap_tokens")}
         self.updates: list[tuple[float, float]] = []  # (loss, grad norm) of each update
@@ -158,11 +212,13 @@ class Totals:
         self.sums["gap_tokens"] += batch.engine_mask_BT.sum()
 
     def end_update(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        """LOSS (this rank's share, summed over the ranks here) and GRAD_NORM (already the whole gradient's)."""
+        loss = self.world.sum(loss.clone())
         loss_value, norm_value = torch.stack([loss.double(), torch.as_tensor(grad_norm).double().to(loss.device)]).tolist()
         self.updates.append((loss_value, norm_value))
 
     def stats(self, with_kl: bool) -> UpdateStats:
-        sums = dict(zip(self.sums, torch.stack(list(self.sums.values())).tolist()))
+        sums = dict(zip(self.sums, self.world.sum(torch.stack(list(self.sums.values()))).tolist()))
         per_token = {name: sums[name] / sums["tokens"] if sums["tokens"] else None for name in self.TOKEN_SUMS}
         gap = sums["gap"] / sums["gap_tokens"] if sums["gap_tokens"] else None
         losses, norms = zip(*self.updates) if self.updates else ((), ())
@@ -224,7 +280,7 @@ def completion_logprobs(network, batch: RolloutTensors, temperature: float, with
     scored_BL = torch.zeros_like(batch.input_ids_BL, dtype=torch.bool)
     scored_BL[:, batch.prompt_width - 1 : -1] = batch.token_mask_BT
     targets_N = batch.input_ids_BL[:, batch.prompt_width :][batch.token_mask_BT]
-    scores = score_tokens(network, inputs, scored_BL, targets_N, temperature, with_entropy)
+    scores = distributed.in_root_forward(network, score_tokens, network, inputs, scored_BL, targets_N, temperature, with_entropy)
     zeros_BT = torch.zeros(batch.token_mask_BT.shape, dtype=torch.float32, device=batch.input_ids_BL.device)
     logprobs_BT = zeros_BT.masked_scatter(batch.token_mask_BT, scores.logprobs_N)
     if not with_entropy:
@@ -241,17 +297,23 @@ def reference_logprobs(policy: Policy, batch: RolloutTensors, temperature: float
 
 
 @torch.no_grad()
-def old_policy_logprobs(policy: Policy, rollouts: list[Rollout], settings: UpdateSettings, totals: Totals) -> list[torch.Tensor]:
+def old_policy_logprobs(policy: Policy, rollouts: list[Rollout | None], settings: UpdateSettings, totals: Totals) -> list[torch.Tensor]:
     """π_old: each rollout's completion log-probabilities under the policy before this step's
-    updates, in micro-batches of the token budget; the engine's log-prob gap measured on them."""
+    updates (this rank's; another rank's stay empty), in micro-batches of the token budget; the
+    engine's log-prob gap measured on them."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(rollouts)
-    for micro in token_budget_batches(list(range(len(rollouts))), rollouts, 1, settings.max_tokens_per_batch):
+    mine = [i for i, rollout in enumerate(rollouts) if rollout is not None]
+    micro_batches = token_budget_batches(mine, rollouts, 1, settings.max_tokens_per_batch)
+    for _ in range(len(micro_batches), UpdateCounts.summed(policy, 0, 0, len(micro_batches)).passes):
+        padding_pass(policy, settings, update=False)  # as many forwards as the rank with the most
+    for micro in micro_batches:
         batch = collate_rollouts([rollouts[i] for i in micro], policy.pad_id, policy.device, mask_truncated=False)
         with torch.autocast(policy.device.type, dtype=policy.dtype, enabled=policy.dtype != torch.float32):
             logprobs_BT = completion_logprobs(policy.network, batch, settings.temperature)
         totals.add_engine_gap(logprobs_BT, batch)
         for row, index in enumerate(micro):
             out[index] = logprobs_BT[row, : len(rollouts[index].completion_ids)]
+    distributed.reshard_root(policy.network)  # no backward follows these forwards
     return out
 
 
@@ -260,5 +322,5 @@ def padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
 
 
 def split(items: list[int], parts: int) -> list[list[int]]:
-    size = -(-len(items) // parts)
+    size = max(1, -(-len(items) // parts))  # no items (a rank holding none of a minibatch): no parts
     return [items[i : i + size] for i in range(0, len(items), size)]

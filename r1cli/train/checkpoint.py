@@ -314,10 +314,14 @@ def is_adapter_model(network) -> bool:
 def write_intermediate(directory: Path, network, tokenizer, optimizer, scheduler, progress: dict, save_dtype,
                        extra_state: dict | None = None, world: World | None = None) -> None:
     """An intermediate checkpoint: loadable weights (an adapter model: the adapter) and resumable
-    state; EXTRA_STATE tensors (a refreshed reference model, say) go to state/ as safetensors files."""
+    state; EXTRA_STATE tensors (a refreshed reference model, say) go to state/ as safetensors files
+    (under torchrun whole tensors, written by rank 0: any number of processes loads them)."""
     if is_sharded(network):
         write_loadable(directory, network, tokenizer, save_dtype, world)
         save_sharded_state(directory, network, optimizer, scheduler, progress, world)
+        if world is None or world.is_main:
+            for name, tensors in (extra_state or {}).items():
+                save_file(tensors, directory / STATE / f"{name}.safetensors")
         return
     if is_adapter_model(network):  # the adapter loads on its base (peft); merging here would cost a model copy per save
         network.save_pretrained(directory)

@@ -3,10 +3,11 @@
 Without torchrun (no WORLD_SIZE in the environment, or 1) nothing here creates a process group
 and every helper is the identity, so one process trains exactly as it always has.
 
-Under `torchrun --nproc_per_node N -m r1cli sft ...` each process joins a group (gloo on CPU,
-nccl on CUDA), the model is sharded with `fully_shard` per decoder layer and then the root
+Under `torchrun --nproc_per_node N -m r1cli sft ...` (or `grpo`) each process joins a group (gloo
+on CPU, nccl on CUDA), the model is sharded with `fully_shard` per decoder layer and then the root
 (the embedding, final norm and head, tied or not, are the root's), and each rank trains on its
-share of every step's rows. Rank 0 alone writes the run directory and prints.
+share of every step's rows (grpo: of its prompts, whose completions it generates with a whole
+copy of the weights of its own). Rank 0 alone writes the run directory and prints.
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ class World:
     def main_only(self, context):
         """CONTEXT on rank 0 (the run directory's lock, say); nothing elsewhere."""
         return context if self.is_main else contextlib.nullcontext()
+
+    def gather(self, value: object) -> list:
+        """Every rank's VALUE (a picklable object), in rank order (one process: [VALUE])."""
+        if not self.distributed:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
 
 
 _WORLD: World | None = None
@@ -226,3 +235,31 @@ def _from_main(value: object) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=0, group=_waiting_group())
     return box[0]
+
+
+@torch.no_grad()
+def copy_whole_weights(sharded, whole) -> None:
+    """SHARDED's parameters into WHOLE's of the same names (an unsharded copy of the model), each
+    gathered whole in turn: a collective per parameter, every rank in the same order."""
+    targets = dict(whole.named_parameters())
+    for name, parameter in sharded.named_parameters():
+        targets[name].copy_(full_value(parameter))
+
+
+def load_whole_state(network, state: dict[str, torch.Tensor]) -> None:
+    """Whole tensors by name (STATE, which may lack some) into NETWORK: where it is sharded, each
+    rank keeps its shards of them (every rank holds the whole STATE)."""
+    if not is_sharded(network):
+        network.load_state_dict(state, strict=False)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(network, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def reshard_root(network) -> None:
+    """Put back the root's shards a forward without a backward leaves gathered (FSDP keeps the
+    root's whole parameters for the backward it expects): until then `parameters()` lists the
+    whole tensors, not the shards the optimizer and the gradients live on. Nothing unsharded."""
+    if is_sharded(network):
+        network.reshard()

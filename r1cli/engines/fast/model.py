@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from r1cli.engines.fast import kernels
 from r1cli.modeling import hf_base
+from r1cli.train.distributed import full_value
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # inv_freq fixed at load; dynamic / longrope change with length
@@ -148,37 +149,39 @@ class DecoderWeights:
 
     @torch.no_grad()
     def load_from(self, network) -> None:
-        """Copy NETWORK's current weights in (cast to the compute dtype, LoRA merged)."""
+        """Copy NETWORK's current weights in (cast to the compute dtype, LoRA merged). A network
+        sharded over processes has each weight gathered whole first (a collective: every rank
+        copies the same weights in the same order)."""
         model = hf_base(network)
         s = self.spec
         q_rows, kv_rows = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        self.embed_VH.copy_(model.get_input_embeddings().weight)
+        self.embed_VH.copy_(full_value(model.get_input_embeddings().weight))
         if not s.tied_head:
-            self.head_VH.copy_(effective_weight(model.get_output_embeddings()))
-        self.norm_H.copy_(model.model.norm.weight)
+            self.head_VH.copy_(full_value(effective_weight(model.get_output_embeddings())))
+        self.norm_H.copy_(full_value(model.model.norm.weight))
         for buffers, layer in zip(self.layers, model.model.layers):
             attention, mlp = layer.self_attn, layer.mlp
-            buffers["input_norm"].copy_(layer.input_layernorm.weight)
-            buffers["post_norm"].copy_(layer.post_attention_layernorm.weight)
+            buffers["input_norm"].copy_(full_value(layer.input_layernorm.weight))
+            buffers["post_norm"].copy_(full_value(layer.post_attention_layernorm.weight))
             for start, rows, projection in ((0, q_rows, attention.q_proj), (q_rows, kv_rows, attention.k_proj),
                                             (q_rows + kv_rows, kv_rows, attention.v_proj)):
-                buffers["qkv"][start : start + rows].copy_(effective_weight(projection))
+                buffers["qkv"][start : start + rows].copy_(full_value(effective_weight(projection)))
                 if s.qkv_bias:
-                    buffers["qkv_bias"][start : start + rows].copy_(_linear(projection).bias)
+                    buffers["qkv_bias"][start : start + rows].copy_(full_value(_linear(projection).bias))
             if s.qk_norm:
-                buffers["qk_norm"][: s.num_heads].copy_(attention.q_norm.weight.expand(s.num_heads, -1))
-                buffers["qk_norm"][s.num_heads :].copy_(attention.k_norm.weight.expand(s.num_kv_heads, -1))
-            buffers["o"].copy_(effective_weight(attention.o_proj))
+                buffers["qk_norm"][: s.num_heads].copy_(full_value(attention.q_norm.weight).expand(s.num_heads, -1))
+                buffers["qk_norm"][s.num_heads :].copy_(full_value(attention.k_norm.weight).expand(s.num_kv_heads, -1))
+            buffers["o"].copy_(full_value(effective_weight(attention.o_proj)))
             if s.o_bias:
-                buffers["o_bias"].copy_(_linear(attention.o_proj).bias)
+                buffers["o_bias"].copy_(full_value(_linear(attention.o_proj).bias))
             width = s.intermediate_size
-            buffers["gate_up"][:width].copy_(effective_weight(mlp.gate_proj))
-            buffers["gate_up"][width:].copy_(effective_weight(mlp.up_proj))
-            buffers["down"].copy_(effective_weight(mlp.down_proj))
+            buffers["gate_up"][:width].copy_(full_value(effective_weight(mlp.gate_proj)))
+            buffers["gate_up"][width:].copy_(full_value(effective_weight(mlp.up_proj)))
+            buffers["down"].copy_(full_value(effective_weight(mlp.down_proj)))
             if s.mlp_bias:
-                buffers["gate_up_bias"][:width].copy_(_linear(mlp.gate_proj).bias)
-                buffers["gate_up_bias"][width:].copy_(_linear(mlp.up_proj).bias)
-                buffers["down_bias"].copy_(_linear(mlp.down_proj).bias)
+                buffers["gate_up_bias"][:width].copy_(full_value(_linear(mlp.gate_proj).bias))
+                buffers["gate_up_bias"][width:].copy_(full_value(_linear(mlp.up_proj).bias))
+                buffers["down_bias"].copy_(full_value(_linear(mlp.down_proj).bias))
 
 
 class RopeTable:
