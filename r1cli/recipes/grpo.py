@@ -43,7 +43,7 @@ from r1cli.seeding import derive_seed, seed_everything
 from r1cli.train import checkpoint as ckpt
 from r1cli.train import distributed
 from r1cli.train.batching import token_budget
-from r1cli.train.metrics_log import MetricsLog, NoMetricsLog
+from r1cli.train.metrics_log import MetricsLog, NoMetricsLog, peak_memory
 from r1cli.train.optim import make_optimizer, make_scheduler, warmup_steps
 from r1cli.train.resume import Length, already_finished, fixed_length, resume, training_identity
 from r1cli.train.tracking import check_report_to
@@ -169,7 +169,7 @@ def run_grpo(config: GRPOConfig) -> None:
                 #    checkpoint (the line first: a run resumed from the checkpoint must not lack it).
                 done = step + 1
                 line = {"step": done, **step_metrics(sampled, stats, specs, train_seconds), "refresh_seconds": round(refresh_seconds, 3),
-                        "seconds": round(time.time() - began, 2)}
+                        "seconds": round(time.time() - began, 2), **peak_memory(policy.device)}
                 if world.is_main and config.log_samples_every and done % config.log_samples_every == 0:
                     log_samples(out / "samples.jsonl", done, batch)
                 run.metrics_log.write(line)
