@@ -114,7 +114,7 @@ def main() -> None:
     data = scratch / "data.jsonl"
     data.write_text("".join(json.dumps(record) + "\n" for record in records))
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu (gloo)"
-    print(f"device {device_name} x {args.nproc}, torch {torch.__version__}, {Path(args.config).name if args.device == 'cuda' else 'tiny'}, "
+    print(f"device {device_name}, sides {args.sides or [1, args.nproc]} processes, torch {torch.__version__}, {Path(args.config).name if args.device == 'cuda' else 'tiny'}, "
           f"r1 {args.stage}, {args.steps} steps")
 
     results = {}
