@@ -42,6 +42,24 @@ def torchrun(*argv: str, processes: int = 2) -> subprocess.CompletedProcess:
     return subprocess.run(torchrun_command(*argv, processes=processes), capture_output=True, text=True, env=env, timeout=300)
 
 
+def kill_one_rank_mid_run(argv: list[str], run: Path) -> None:
+    """Launch ARGV under torchrun on two processes, SIGKILL rank 1 once a checkpoint is complete, and
+    check that every rank is gone and the run not marked finished."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(torchrun_command(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while not list((run / "checkpoints").glob("step-*/r1.json")) and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+    ranks = [int(pid) for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()]
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    for pid in ranks:  # every rank is gone
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (run / "r1.json").exists()
+
+
 def weights(directory: Path) -> dict[str, torch.Tensor]:
     return load_file(directory / "model.safetensors")
 
@@ -131,19 +149,7 @@ def test_saved_on_two_processes_resumes_on_one(tmp_path, tiny_config, train_file
 def test_killing_one_rank_stops_every_rank_and_the_rerun_resumes(tmp_path, tiny_config, train_file, monkeypatch, capsys):
     run, reference = tmp_path / "run", tmp_path / "reference"
     argv = ["sft", str(tiny_config), str(train_file), "--out", str(run), "--max-steps", "40", "--save-every", "2", *SFT]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(torchrun_command(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 120
-    while not list((run / "checkpoints").glob("step-*/r1.json")) and time.time() < deadline and launcher.poll() is None:
-        time.sleep(0.2)
-    ranks = [int(pid) for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()]
-    assert len(ranks) == 2, ranks
-    os.kill(ranks[1], signal.SIGKILL)
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0
-    for pid in ranks:  # every rank is gone
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    assert not (run / "r1.json").exists()
+    kill_one_rank_mid_run(argv, run)
     for checkpoint in (run / "checkpoints").glob("step-*"):  # what looks complete is
         if (checkpoint / "r1.json").exists():
             assert (checkpoint / "state" / "dcp" / ".metadata").is_file() and (checkpoint / "model.safetensors").is_file()

@@ -5,19 +5,15 @@ loadable checkpoint, and resume across world sizes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_jsonl, write_tiny_checkpoint, write_tiny_config
 from safetensors.torch import load_file
-from test_distributed import TORCHRUN, assert_same_weights, torchrun, torchrun_command
+from test_distributed import TORCHRUN, assert_same_weights, kill_one_rank_mid_run, torchrun
 
 PROMPTS = [{"prompt": f"Ann has {n} pens, gets {m}. How many pens now?", "answer": str(n + m)} for n in range(2, 9) for m in (1, 2, 3)]
 VARIED = "def score(record):\n    return float(sum(map(ord, record['completion'])) % 5)\n"  # differs between a group's completions
@@ -204,19 +200,7 @@ def test_killing_one_rank_stops_every_rank_and_the_rerun_resumes(runs, tmp_path,
     monkeypatch.chdir(runs.place)
     run, reference = tmp_path / "run", tmp_path / "reference"
     argv = grpo_argv(runs, run, "--steps", "12", "--save-every", "2", "--log-samples-every", "0")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(torchrun_command(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 120
-    while not list((run / "checkpoints").glob("step-*/r1.json")) and time.time() < deadline and launcher.poll() is None:
-        time.sleep(0.2)
-    ranks = [int(pid) for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()]
-    assert len(ranks) == 2, ranks
-    os.kill(ranks[1], signal.SIGKILL)
-    launcher.communicate(timeout=120)
-    assert launcher.returncode != 0
-    for pid in ranks:  # every rank is gone
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    assert not (run / "r1.json").exists()
+    kill_one_rank_mid_run(argv, run)
     for checkpoint in (run / "checkpoints").glob("step-*"):  # what looks complete is
         if (checkpoint / "r1.json").exists():
             state = checkpoint / "state"
